@@ -1,0 +1,210 @@
+"""The ``convstream`` command: worker, produce, demo (process and specs join them).
+
+Settings come from the environment (streams.settings); flags override them. Bad flags
+or settings exit with status 2 and a message naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from streams import settings as settings_mod
+from streams.settings import Settings, SettingsError
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "schemas" / "examples"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    s = settings_mod.from_env()
+    over: dict[str, Any] = {}
+    if getattr(args, "web_port", None):
+        over["web_port"] = args.web_port
+    return s.with_overrides(**over) if over else s
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+            pass
+    from faust import Worker
+
+    from streams.app import create_app
+    from streams.logs import logging_config
+
+    wiring = create_app(s)
+    worker = Worker(
+        wiring.app,
+        loglevel=s.log_level,
+        logging_config=logging_config(s.log_level),
+        quiet=True,
+        redirect_stdouts=False,
+    )
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from agents.kafka_io import create_topics, produce
+
+    s = _settings(args)
+    lines = [ln for ln in Path(args.file).read_bytes().splitlines() if ln.strip()]
+
+    async def run() -> int:
+        await create_topics(s, [args.topic])
+        return await produce(s, args.topic, lines)
+
+    n = asyncio.run(run())
+    print(f"produced {n} messages from {args.file} to {args.topic}")
+    return 0
+
+
+def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
+def metric_sum(text: str, name: str) -> float:
+    """Sum of all samples of one metric in Prometheus text format."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in "{ "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agents.kafka_io import create_topics, end_offsets, produce, read
+
+    s = _settings(args)
+    t = s.topics
+    url = f"http://{s.web_host}:{s.web_port}"
+    pixel = [ln for ln in (EXAMPLES / "pixel_hits.jsonl").read_bytes().splitlines() if ln.strip()]
+    server = [
+        ln for ln in (EXAMPLES / "server_events.jsonl").read_bytes().splitlines() if ln.strip()
+    ]
+    outs = (t.conversions, t.candidates, t.dead_letter)
+    print(f"broker {s.bootstrap_servers}; creating topics")
+
+    async def setup() -> dict[str, dict[int, int]]:
+        await create_topics(s, [t.pixel_raw, t.server_raw, t.catalog, *outs])
+        return {o: await end_offsets(s, o) for o in outs}
+
+    start = asyncio.run(setup())
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=s.bootstrap_servers)
+    env.setdefault("CONVSTREAM_DATA_DIR", str(Path(".cache/demo-data").resolve()))
+    log_path = Path(args.log)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"starting worker (log: {log_path})")
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=log
+        )
+    try:
+        t0 = time.time()
+        while _get(f"{url}/readyz")[0] != 200:
+            if proc.poll() is not None or time.time() - t0 > 90:
+                print(f"worker did not become ready; see {log_path}", file=sys.stderr)
+                return 1
+            time.sleep(0.3)
+        print(f"worker ready after {time.time() - t0:.1f}s; producing sample traffic")
+
+        async def send() -> None:
+            await produce(s, t.pixel_raw, pixel)
+            await produce(s, t.server_raw, server)
+
+        asyncio.run(send())
+        print(
+            f"  {len(pixel)} pixel hits -> {t.pixel_raw}, "
+            f"{len(server)} CAPI bodies -> {t.server_raw}"
+        )
+        sent = len(pixel) + len(server)
+        t0 = time.time()
+        while time.time() - t0 < 60:
+            _, body = _get(f"{url}/metrics")
+            if metric_sum(body.decode(), "convstream_messages_in_total") >= sent:
+                break
+            time.sleep(0.5)
+
+        async def collect() -> dict[str, list[Any]]:
+            return {
+                o: await read(s, o, start=start[o], idle_timeout=2.0, max_wait=20) for o in outs
+            }
+
+        got = asyncio.run(collect())
+        print("\n== output, by topic ==")
+        for o in outs:
+            print(f"  {o:<40} {len(got[o])} records")
+        for o in outs:
+            for _, value, *_ in got[o][: args.show]:
+                print(f"\n-- {o}")
+                print(json.dumps(json.loads(value or b"null"), indent=2, ensure_ascii=False))
+        _, body = _get(f"{url}/metrics")
+        print(f"\n== metrics ({url}/metrics), convstream_* samples ==")
+        for line in body.decode().splitlines():
+            if line.startswith("convstream_") and not line.startswith("convstream_batch_"):
+                print("  " + line)
+        if args.keep_running:
+            print(f"\nworker keeps running (pid {proc.pid}); metrics at {url}/metrics")
+            return 0
+    finally:
+        if not args.keep_running:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            print("\nworker stopped")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="convstream", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("worker", help="run the stream worker (settings from the environment)")
+    w.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    w.add_argument("--web-port", type=int)
+    w.set_defaults(func=cmd_worker)
+    pr = sub.add_parser("produce", help="send a JSONL file, one message value per line, to a topic")
+    pr.add_argument("--topic", required=True)
+    pr.add_argument("file")
+    pr.set_defaults(func=cmd_produce)
+    d = sub.add_parser("demo", help="worker + sample traffic on a running broker; print output")
+    d.add_argument("--keep-running", action="store_true", help="leave the worker running")
+    d.add_argument("--show", type=int, default=2, help="records to print per output topic")
+    d.add_argument("--log", default=".cache/demo-worker.log")
+    d.add_argument("--web-port", type=int)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except SettingsError as e:
+        print(f"convstream: {e}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Every Prometheus metric, declared once, with fixed and bounded label sets.
+
+Labels never carry pixel ids, event ids or PII. ``event_name`` is bounded by
+:func:`event_label` (Meta's standard events, everything else is ``custom``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
+
+from streams import __version__
+
+disable_created_metrics()  # no *_created series: they double the scrape for no use
+REGISTRY: Final = CollectorRegistry(auto_describe=True)
+
+STANDARD_EVENTS: Final = frozenset(
+    {
+        "AddPaymentInfo",
+        "AddToCart",
+        "AddToWishlist",
+        "CompleteRegistration",
+        "Contact",
+        "CustomizeProduct",
+        "Donate",
+        "FindLocation",
+        "InitiateCheckout",
+        "Lead",
+        "PageView",
+        "Purchase",
+        "Schedule",
+        "Search",
+        "StartTrial",
+        "SubmitApplication",
+        "Subscribe",
+        "ViewContent",
+    }
+)
+
+
+def event_label(event_name: object) -> str:
+    """Bounded metric label for an event name."""
+    return event_name if isinstance(event_name, str) and event_name in STANDARD_EVENTS else "custom"
+
+
+BUILD_INFO: Final = Info("convstream_build", "convstream version", registry=REGISTRY)
+BUILD_INFO.info({"version": __version__})
+
+MESSAGES_IN: Final = Counter(
+    "convstream_messages_in", "Raw Kafka messages read", ["source"], registry=REGISTRY
+)
+EVENTS_IN: Final = Counter(
+    "convstream_events_in",
+    "Events read (a server message holds up to 1000)",
+    ["source"],
+    registry=REGISTRY,
+)
+CONVERSIONS_OUT: Final = Counter(
+    "convstream_conversions_out",
+    "Conversions written to the conversions topic",
+    ["source", "event_name"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS: Final = Counter(
+    "convstream_dead_letters",
+    "Dead letters written, by first error code",
+    ["source", "code"],
+    registry=REGISTRY,
+)
+ERRORS: Final = Counter(
+    "convstream_errors",
+    "Validation errors found (a dead letter can carry several)",
+    ["code"],
+    registry=REGISTRY,
+)
+WARNINGS: Final = Counter(
+    "convstream_warnings", "Warnings attached to conversions", ["code"], registry=REGISTRY
+)
+PII_VALUES: Final = Counter(
+    "convstream_pii_values",
+    "user_data values by key and outcome (hashed, prehashed, dropped)",
+    ["key", "outcome"],
+    registry=REGISTRY,
+)
+NON_CONVERSIONS: Final = Counter(
+    "convstream_non_conversions",
+    "Hits counted but never emitted (Microdata, automatic)",
+    ["source", "reason"],
+    registry=REGISTRY,
+)
+DUPLICATES: Final = Counter(
+    "convstream_duplicates", "Copies dropped as duplicates", ["method"], registry=REGISTRY
+)
+CANDIDATES: Final = Counter(
+    "convstream_attribution_candidates",
+    "Attribution candidates by click window",
+    ["window"],
+    registry=REGISTRY,
+)
+DEDUP_KEYS: Final = Gauge(
+    "convstream_dedup_keys", "Live dedup keys held by this worker", registry=REGISTRY
+)
+BATCH_SECONDS: Final = Histogram(
+    "convstream_batch_duration_seconds",
+    "Time to process one batch of messages, by stage",
+    ["stage"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+BATCH_SIZE: Final = Histogram(
+    "convstream_batch_size",
+    "Messages per processed batch",
+    ["stage"],
+    registry=REGISTRY,
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+)

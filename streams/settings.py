@@ -1,0 +1,231 @@
+"""Settings: read from the environment in exactly one place, validated, frozen.
+
+Every other module receives a :class:`Settings` as a parameter. Secrets are kept out
+of ``repr`` so a settings object can be logged. ``ENV_VARS`` is the documented list
+(the README table is generated from the same names).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    pixel_raw: str = "events.pixel.raw"
+    server_raw: str = "events.server.raw"
+    catalog: str = "ads.catalog"
+    conversions: str = "conversions.enriched"
+    candidates: str = "conversions.attribution_candidates"
+    dead_letter: str = "conversions.dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    app_id: str = "convstream"
+    topics: Topics = field(default_factory=Topics)
+    partitions: int = 8
+    replication_factor: int = 1
+    store: str = "rocksdb://"
+    data_dir: str = "./convstream-data"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    log_level: str = "info"
+    batch_size: int = 1000
+    batch_within: float = 0.05
+    dedup_window: int = 172_800
+    merge_window: int = 0
+    pixel_allowlist: frozenset[str] | None = None
+    default_phone_country: str | None = None
+    processing_guarantee: str = "at_least_once"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+
+    @property
+    def broker_url(self) -> str:
+        """Faust broker URL(s): ``kafka://h1:p1;kafka://h2:p2``."""
+        hosts = [h.strip() for h in self.bootstrap_servers.split(",") if h.strip()]
+        return ";".join(h if "://" in h else f"kafka://{h}" for h in hosts)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (CLI flags override the environment)."""
+        return replace(self, **changes)
+
+
+# env var -> (attribute, parser); the one documented list of settings.
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_GUARANTEES = ("at_least_once", "exactly_once")
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+ENV_VARS: dict[str, str] = {
+    "KAFKA_BOOTSTRAP_SERVERS": "Kafka bootstrap servers, comma-separated host:port",
+    "CONVSTREAM_APP_ID": "Faust app id = consumer group and prefix of internal topics",
+    "CONVSTREAM_TOPIC_PIXEL_RAW": "input: raw browser hits",
+    "CONVSTREAM_TOPIC_SERVER_RAW": "input: raw Conversions API bodies",
+    "CONVSTREAM_TOPIC_CATALOG": "input: ad definitions (compacted)",
+    "CONVSTREAM_TOPIC_CONVERSIONS": "output: conversions",
+    "CONVSTREAM_TOPIC_CANDIDATES": "output: attribution candidates",
+    "CONVSTREAM_TOPIC_DEAD_LETTER": "output: dead letters",
+    "CONVSTREAM_PARTITIONS": "partitions of the topics convstream creates",
+    "CONVSTREAM_REPLICATION_FACTOR": "replication factor of the topics convstream creates",
+    "CONVSTREAM_STORE": "table store: rocksdb:// (production) or memory:// (dev only)",
+    "CONVSTREAM_DATA_DIR": "worker data directory (RocksDB state)",
+    "CONVSTREAM_WEB_HOST": "bind address of /metrics, /healthz, /readyz",
+    "CONVSTREAM_WEB_PORT": "port of /metrics, /healthz, /readyz",
+    "CONVSTREAM_LOG_LEVEL": "debug | info | warning | error | critical",
+    "CONVSTREAM_BATCH_SIZE": "max messages handled per batch",
+    "CONVSTREAM_BATCH_WITHIN": "max seconds to wait to fill a batch",
+    "CONVSTREAM_DEDUP_WINDOW": "dedup window in seconds (SPEC: 172800)",
+    "CONVSTREAM_MERGE_WINDOW": "seconds a first copy is held for merging (0: emit at once)",
+    "CONVSTREAM_PIXEL_ALLOWLIST": "comma-separated pixel ids; others are dead-lettered",
+    "CONVSTREAM_DEFAULT_PHONE_COUNTRY": "ISO country whose calling code prefixes bare phones",
+    "CONVSTREAM_PROCESSING_GUARANTEE": "at_least_once | exactly_once",
+    "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL",
+    "KAFKA_SASL_MECHANISM": "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512",
+    "KAFKA_SASL_USERNAME": "SASL user",
+    "KAFKA_SASL_PASSWORD": "SASL password (never logged)",
+    "KAFKA_SSL_CAFILE": "CA bundle for SSL / SASL_SSL",
+}
+
+
+def _int(name: str, raw: str, lo: int, hi: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(name: str, raw: str, lo: float, hi: float) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...], *, upper: bool = False) -> str:
+    value = raw.strip().upper() if upper else raw.strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_HOSTPORT_RE = re.compile(r"^(?:[a-z]+://)?[^\s:,]+:\d{1,5}$")
+
+
+def _topic(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not _TOPIC_RE.match(value) or value in (".", ".."):
+        raise SettingsError(f"{name} is not a valid Kafka topic name: {raw!r}")
+    return value
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``env`` (default ``os.environ``); raise SettingsError naming the var."""
+    env = os.environ if env is None else env
+    unknown = sorted(k for k in env if k.startswith("CONVSTREAM_") and k not in ENV_VARS)
+    if unknown:
+        raise SettingsError(f"unknown setting {unknown[0]} (known: see README 'Settings')")
+
+    def get(name: str) -> str | None:
+        raw = env.get(name)
+        return raw if raw is not None and raw.strip() != "" else None
+
+    d = Settings()
+    kw: dict[str, Any] = {}
+    if (v := get("KAFKA_BOOTSTRAP_SERVERS")) is not None:
+        hosts = [h.strip() for h in v.split(",") if h.strip()]
+        bad = [h for h in hosts if not _HOSTPORT_RE.match(h)]
+        if not hosts or bad:
+            raise SettingsError(f"KAFKA_BOOTSTRAP_SERVERS must be host:port[,host:port], got {v!r}")
+        kw["bootstrap_servers"] = ",".join(hosts)
+    if (v := get("CONVSTREAM_APP_ID")) is not None:
+        kw["app_id"] = _topic("CONVSTREAM_APP_ID", v)
+    topic_kw = {}
+    for f in fields(Topics):
+        if (v := get(f"CONVSTREAM_TOPIC_{f.name.upper()}")) is not None:
+            topic_kw[f.name] = _topic(f"CONVSTREAM_TOPIC_{f.name.upper()}", v)
+    if topic_kw:
+        topics = Topics(**topic_kw)
+        names = [getattr(topics, f.name) for f in fields(Topics)]
+        if len(set(names)) != len(names):
+            raise SettingsError("CONVSTREAM_TOPIC_* names must all differ")
+        kw["topics"] = topics
+    if (v := get("CONVSTREAM_PARTITIONS")) is not None:
+        kw["partitions"] = _int("CONVSTREAM_PARTITIONS", v, 1, 10_000)
+    if (v := get("CONVSTREAM_REPLICATION_FACTOR")) is not None:
+        kw["replication_factor"] = _int("CONVSTREAM_REPLICATION_FACTOR", v, 1, 32)
+    if (v := get("CONVSTREAM_STORE")) is not None:
+        v = v.strip()
+        if not (v.startswith("rocksdb://") or v.startswith("memory://")):
+            raise SettingsError(f"CONVSTREAM_STORE must be rocksdb:// or memory://, got {v!r}")
+        kw["store"] = v
+    if (v := get("CONVSTREAM_DATA_DIR")) is not None:
+        kw["data_dir"] = v.strip()
+    if (v := get("CONVSTREAM_WEB_HOST")) is not None:
+        kw["web_host"] = v.strip()
+    if (v := get("CONVSTREAM_WEB_PORT")) is not None:
+        kw["web_port"] = _int("CONVSTREAM_WEB_PORT", v, 1, 65_535)
+    if (v := get("CONVSTREAM_LOG_LEVEL")) is not None:
+        kw["log_level"] = _choice("CONVSTREAM_LOG_LEVEL", v, _LOG_LEVELS)
+    if (v := get("CONVSTREAM_BATCH_SIZE")) is not None:
+        kw["batch_size"] = _int("CONVSTREAM_BATCH_SIZE", v, 1, 100_000)
+    if (v := get("CONVSTREAM_BATCH_WITHIN")) is not None:
+        kw["batch_within"] = _float("CONVSTREAM_BATCH_WITHIN", v, 0.001, 60.0)
+    if (v := get("CONVSTREAM_DEDUP_WINDOW")) is not None:
+        kw["dedup_window"] = _int("CONVSTREAM_DEDUP_WINDOW", v, 1, 30 * 86_400)
+    if (v := get("CONVSTREAM_MERGE_WINDOW")) is not None:
+        kw["merge_window"] = _int("CONVSTREAM_MERGE_WINDOW", v, 0, 86_400)
+    if (v := get("CONVSTREAM_PIXEL_ALLOWLIST")) is not None:
+        ids = frozenset(p.strip() for p in v.split(",") if p.strip())
+        bad = sorted(p for p in ids if not (p.isascii() and p.isdigit() and len(p) <= 20))
+        if bad:
+            raise SettingsError(f"CONVSTREAM_PIXEL_ALLOWLIST holds a non-pixel id: {bad[0]!r}")
+        kw["pixel_allowlist"] = ids
+    if (v := get("CONVSTREAM_DEFAULT_PHONE_COUNTRY")) is not None:
+        code = v.strip().upper()
+        if not (len(code) == 2 and code.isascii() and code.isalpha()):
+            raise SettingsError(
+                f"CONVSTREAM_DEFAULT_PHONE_COUNTRY must be an ISO 3166 alpha-2 code, got {v!r}"
+            )
+        kw["default_phone_country"] = code
+    if (v := get("CONVSTREAM_PROCESSING_GUARANTEE")) is not None:
+        kw["processing_guarantee"] = _choice("CONVSTREAM_PROCESSING_GUARANTEE", v, _GUARANTEES)
+    if (v := get("KAFKA_SECURITY_PROTOCOL")) is not None:
+        kw["security_protocol"] = _choice("KAFKA_SECURITY_PROTOCOL", v, _PROTOCOLS, upper=True)
+    if (v := get("KAFKA_SASL_MECHANISM")) is not None:
+        kw["sasl_mechanism"] = _choice("KAFKA_SASL_MECHANISM", v, _SASL, upper=True)
+    for name, attr in (
+        ("KAFKA_SASL_USERNAME", "sasl_username"),
+        ("KAFKA_SASL_PASSWORD", "sasl_password"),
+        ("KAFKA_SSL_CAFILE", "ssl_cafile"),
+    ):
+        if (v := get(name)) is not None:
+            kw[attr] = v
+    s = replace(d, **kw)
+    if s.security_protocol.startswith("SASL") and not (s.sasl_username and s.sasl_password):
+        raise SettingsError(
+            "KAFKA_SECURITY_PROTOCOL=SASL_* needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+        )
+    if s.security_protocol.startswith("SASL") and s.sasl_mechanism is None:
+        s = replace(s, sasl_mechanism="PLAIN")
+    return s
