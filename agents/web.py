@@ -7,10 +7,11 @@ from typing import Any
 from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents.ingest import IngestState
 from streams import metrics
 
 
-def register(app: Any) -> None:
+def register(app: Any, ingest: IngestState) -> None:
     @app.page("/metrics")
     class Metrics(web.View):  # type: ignore[misc]
         async def get(self, request: web.Request) -> web.Response:
@@ -26,5 +27,5 @@ def register(app: Any) -> None:
     class Readyz(web.View):  # type: ignore[misc]
         async def get(self, request: web.Request) -> web.Response:
             recovered = app.tables.recovery.completed.is_set() if app.tables else True
-            ready = bool(app.started and not app.rebalancing and recovered)
+            ready = bool(app.started and not app.rebalancing and recovered and ingest.joined)
             return self.json({"ready": ready}, status=200 if ready else 503)

@@ -83,6 +83,6 @@ def create_app(settings: Settings) -> Wiring:
         loghandlers=[],
     )
     topics = declare(app, settings)
-    ingest.register(app, topics, settings)
-    web.register(app)
+    ingest_state = ingest.register(app, settings)
+    web.register(app, ingest_state)
     return Wiring(app=app, topics=topics)

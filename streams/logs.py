@@ -26,6 +26,7 @@ class JsonFormatter(logging.Formatter):
                 out[k] = v
         if record.exc_info and record.exc_info[0] is not None:
             out["exc_type"] = record.exc_info[0].__name__
+            out["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
 
 

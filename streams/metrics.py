@@ -19,7 +19,7 @@ from prometheus_client import (
 
 from streams import __version__
 
-disable_created_metrics()  # no *_created series: they double the scrape for no use
+disable_created_metrics()  # type: ignore[no-untyped-call] # no *_created series: they double the scrape for no use
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
 
 STANDARD_EVENTS: Final = frozenset(

@@ -15,6 +15,7 @@ from streams import capi, codes, metrics, pixel, records
 from streams.codes import Error
 from streams.model import Origin, Parsed, RawEvent, Source
 from streams.settings import Settings
+from streams.tally import Tally
 
 
 @dataclass(slots=True)
@@ -23,27 +24,23 @@ class Result:
 
     conversions: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
-    events: int = 0
-    skipped: int = 0
-
-    def extend(self, other: Result) -> None:
-        self.conversions.extend(other.conversions)
-        self.dead_letters.extend(other.dead_letters)
-        self.events += other.events
-        self.skipped += other.skipped
+    tally: Tally = field(default_factory=Tally)
 
 
 class Pipeline:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def process(self, source: Source, value: bytes | None, origin: Origin, now: float) -> Result:
-        metrics.MESSAGES_IN.labels(source).inc()
+    def process(
+        self, source: Source, value: bytes | None, origin: Origin, now: float, out: Result
+    ) -> None:
+        """Add what one raw message produces to ``out`` (conversions, dead letters, counts)."""
+        tally = out.tally
+        tally["messages_in", source] += 1
         try:
             parsed = self._parse(source, value)
         except Exception:  # a parser bug must not lose the message: dead-letter it
             parsed = Parsed(errors=[Error(codes.MALFORMED_MESSAGE, None, "unparseable message")])
-        out = Result()
         if parsed.errors:
             out.dead_letters.append(
                 records.dead_letter(
@@ -54,17 +51,14 @@ class Pipeline:
                     pixel_id=parsed.pixel_id,
                 )
             )
-            self._count_dead(source, parsed.errors)
-            return out
+            _count_dead(tally, source, parsed.errors)
+            return
         if parsed.skipped is not None:
-            metrics.NON_CONVERSIONS.labels(source, parsed.skipped).inc()
-            out.skipped += 1
-            return out
-        metrics.EVENTS_IN.labels(source).inc(len(parsed.events))
+            tally["non_conversions", source, parsed.skipped] += 1
+            return
+        tally["events_in", source] += len(parsed.events)
         for raw in parsed.events:
-            out.events += 1
             self._event(raw, origin, now, out)
-        return out
 
     def _parse(self, source: Source, value: bytes | None) -> Parsed:
         if value is None:
@@ -76,7 +70,7 @@ class Pipeline:
         errors = _required(raw)
         if errors:
             out.dead_letters.append(records.dead_letter(origin, errors=errors, now=now, raw=raw))
-            self._count_dead(raw.source, errors)
+            _count_dead(out.tally, raw.source, errors)
             return
         user_data = ev.get("user_data") if isinstance(ev.get("user_data"), dict) else {}
         custom_data = ev.get("custom_data") if isinstance(ev.get("custom_data"), dict) else {}
@@ -89,13 +83,13 @@ class Pipeline:
             now=now,
         )
         out.conversions.append(rec)
-        metrics.CONVERSIONS_OUT.labels(raw.source, metrics.event_label(rec["event_name"])).inc()
+        out.tally["conversions_out", raw.source, metrics.event_label(rec["event_name"])] += 1
 
-    @staticmethod
-    def _count_dead(source: Source, errors: list[Error]) -> None:
-        metrics.DEAD_LETTERS.labels(source, errors[0].code).inc()
-        for e in errors:
-            metrics.ERRORS.labels(e.code).inc()
+
+def _count_dead(tally: Tally, source: Source, errors: list[Error]) -> None:
+    tally["dead_letters", source, errors[0].code] += 1
+    for e in errors:
+        tally["errors", e.code] += 1
 
 
 def _required(raw: RawEvent) -> list[Error]:

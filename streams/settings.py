@@ -229,3 +229,37 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if s.security_protocol.startswith("SASL") and s.sasl_mechanism is None:
         s = replace(s, sasl_mechanism="PLAIN")
     return s
+
+
+def to_env(s: Settings) -> dict[str, str]:
+    """The environment that makes ``from_env`` return ``s`` (for child processes)."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": s.bootstrap_servers,
+        "CONVSTREAM_APP_ID": s.app_id,
+        "CONVSTREAM_PARTITIONS": str(s.partitions),
+        "CONVSTREAM_REPLICATION_FACTOR": str(s.replication_factor),
+        "CONVSTREAM_STORE": s.store,
+        "CONVSTREAM_DATA_DIR": s.data_dir,
+        "CONVSTREAM_WEB_HOST": s.web_host,
+        "CONVSTREAM_WEB_PORT": str(s.web_port),
+        "CONVSTREAM_LOG_LEVEL": s.log_level,
+        "CONVSTREAM_BATCH_SIZE": str(s.batch_size),
+        "CONVSTREAM_BATCH_WITHIN": repr(s.batch_within),
+        "CONVSTREAM_DEDUP_WINDOW": str(s.dedup_window),
+        "CONVSTREAM_MERGE_WINDOW": str(s.merge_window),
+        "CONVSTREAM_PROCESSING_GUARANTEE": s.processing_guarantee,
+        "KAFKA_SECURITY_PROTOCOL": s.security_protocol,
+    }
+    for f in fields(Topics):
+        env[f"CONVSTREAM_TOPIC_{f.name.upper()}"] = getattr(s.topics, f.name)
+    if s.pixel_allowlist is not None:
+        env["CONVSTREAM_PIXEL_ALLOWLIST"] = ",".join(sorted(s.pixel_allowlist))
+    optional = {
+        "CONVSTREAM_DEFAULT_PHONE_COUNTRY": s.default_phone_country,
+        "KAFKA_SASL_MECHANISM": s.sasl_mechanism,
+        "KAFKA_SASL_USERNAME": s.sasl_username,
+        "KAFKA_SASL_PASSWORD": s.sasl_password,
+        "KAFKA_SSL_CAFILE": s.ssl_cafile,
+    }
+    env.update({k: v for k, v in optional.items() if v is not None})
+    return env

@@ -1,0 +1,214 @@
+"""End-to-end throughput through a real broker: the convstream worker vs a bare aiokafka
+consume→produce passthrough of the same messages (the ceiling of this stack).
+
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python bench/e2e.py [--messages M] [--partitions P]
+        [--batch-size N] [--loop uvloop|asyncio] [--skip-passthrough]
+
+Both read the same M pre-produced raw server events (one event per message, distinct
+event ids, raw PII to hash). Throughput = M / (time from first consumption to the last
+output acknowledged). Prints events/s for each and, as the last line, their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from agents import kafka_io  # noqa: E402
+from streams.settings import Topics, from_env, to_env  # noqa: E402
+
+
+def message(i: int) -> bytes:
+    return orjson.dumps(
+        {
+            "received_at": 1795400000.0 + i / 1000,
+            "pixel_id": "1234567890",
+            "data": [
+                {
+                    "event_name": ("Purchase", "AddToCart", "Lead", "ViewContent")[i % 4],
+                    "event_time": 1795399990 + i // 1000,
+                    "event_id": f"ev-{i}",
+                    "action_source": "website",
+                    "event_source_url": f"https://shop.example/p/{i % 500}?fbclid=IwAR{i % 997}",
+                    "user_data": {
+                        "em": f"Buyer.{i}@Example.org ",
+                        "ph": f"+1 (650) 555-{i % 10000:04d}",
+                        "fn": "Mary",
+                        "ln": "O'Connor",
+                        "country": "US",
+                        "zp": "94035-1234",
+                        "client_user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+                        "client_ip_address": "203.0.113.7",
+                        "fbp": f"fb.1.1795300000000.{i}",
+                    },
+                    "custom_data": {"value": 10 + i % 90, "currency": "eur"},
+                }
+            ],
+        }
+    )
+
+
+async def total_end(bootstrap: str, topic: str) -> int:
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await c.start()
+    try:
+        await c._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or ()]
+        return sum((await c.end_offsets(tps)).values()) if tps else 0
+    finally:
+        await c.stop()
+
+
+async def passthrough(bootstrap: str, src: str, dst: str, m: int) -> float:
+    consumer = AIOKafkaConsumer(
+        src,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-pass-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=1000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await consumer.start()
+    await producer.start()
+    n = 0
+    t0 = None
+    try:
+        while n < m:
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            if not batch:
+                continue
+            if t0 is None:
+                t0 = time.perf_counter()
+            futs = []
+            for recs in batch.values():
+                for r in recs:
+                    futs.append(await producer.send(dst, r.value, key=r.key))
+            await asyncio.gather(*futs)
+            await consumer.commit()
+            n += len(futs)
+        return time.perf_counter() - (t0 or time.perf_counter())
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def run_worker(s, m: int, loop: str, log: Path) -> float:  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSTREAM_")}
+    env.update(to_env(s), PYTHONPATH=str(REPO))
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--loop", loop],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://{s.web_host}:{s.web_port}/readyz"
+        t_wait = time.time()
+        while not ready(url):
+            if proc.poll() is not None or time.time() - t_wait > 120:
+                raise SystemExit(f"worker did not start; see {log}")
+            time.sleep(0.05)
+        t0 = time.perf_counter()
+        while True:
+            done = asyncio.run(total_end(s.bootstrap_servers, s.topics.conversions))
+            if done >= m:
+                return time.perf_counter() - t0
+            if proc.poll() is not None:
+                raise SystemExit(f"worker died; see {log}")
+            time.sleep(0.25)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=600_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    ap.add_argument("--skip-passthrough", action="store_true")
+    a = ap.parse_args()
+    base = from_env()
+    run = uuid.uuid4().hex[:8]
+    topics = Topics(
+        pixel_raw=f"bench{run}.pixel.raw",
+        server_raw=f"bench{run}.server.raw",
+        catalog=f"bench{run}.catalog",
+        conversions=f"bench{run}.conversions",
+        candidates=f"bench{run}.candidates",
+        dead_letter=f"bench{run}.dead_letter",
+    )
+    s = base.with_overrides(
+        app_id=f"convstream-bench-{run}",
+        topics=topics,
+        partitions=a.partitions,
+        batch_size=a.batch_size,
+        web_port=free_port(),
+        data_dir=f"/tmp/convstream-bench-{run}",
+    )
+    names = [
+        topics.pixel_raw,
+        topics.server_raw,
+        topics.catalog,
+        topics.conversions,
+        topics.candidates,
+        topics.dead_letter,
+        f"bench{run}.passthrough",
+    ]
+    asyncio.run(kafka_io.create_topics(s, names))
+    t = time.perf_counter()
+    values = [message(i) for i in range(a.messages)]
+    asyncio.run(kafka_io.produce(s, topics.server_raw, values))
+    print(
+        f"produced {a.messages} raw server events ({sum(map(len, values)) / a.messages:.0f} B avg)"
+        f" to {a.partitions} partitions in {time.perf_counter() - t:.1f}s"
+    )
+    del values
+    if not a.skip_passthrough:
+        el = asyncio.run(
+            passthrough(
+                s.bootstrap_servers, topics.server_raw, f"bench{run}.passthrough", a.messages
+            )
+        )
+        pt = a.messages / el
+        print(f"bare aiokafka passthrough : {pt:>9,.0f} events/s  ({el:.1f}s)")
+    el = run_worker(s, a.messages, a.loop, Path(f"/tmp/convstream-bench-{run}.log"))
+    wk = a.messages / el
+    print(f"convstream worker ({a.loop}, batch {a.batch_size}): {wk:>9,.0f} events/s  ({el:.1f}s)")
+    if not a.skip_passthrough:
+        print(f"ratio worker/passthrough: {wk / pt:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Fixtures for tests on a real Kafka broker (KAFKA_BOOTSTRAP_SERVERS, set by
+deploy/kafka/with-broker.sh under `make test`). Every test gets its own topics,
+consumer group and web port; fixtures are factories."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents import kafka_io
+from streams.cli import metric_sum
+from streams.settings import Settings, Topics, from_env, to_env
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    bs = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bs:
+        pytest.fail(
+            "integration tests need a real broker: run `make test`, or start one with "
+            "deploy/kafka/kafka.sh start and export KAFKA_BOOTSTRAP_SERVERS"
+        )
+    return bs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def make_settings(bootstrap: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings with unique topics and app id for this test; keyword args override."""
+    run = uuid.uuid4().hex[:10]
+
+    def make(**over: Any) -> Settings:
+        topics = Topics(
+            pixel_raw=f"t{run}.pixel.raw",
+            server_raw=f"t{run}.server.raw",
+            catalog=f"t{run}.ads.catalog",
+            conversions=f"t{run}.conversions",
+            candidates=f"t{run}.candidates",
+            dead_letter=f"t{run}.dead_letter",
+        )
+        base = from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap}).with_overrides(
+            app_id=f"convstream-test-{run}",
+            topics=topics,
+            partitions=4,
+            data_dir=str(tmp_path / "worker-data"),
+            web_port=free_port(),
+            batch_within=0.02,
+        )
+        return base.with_overrides(**over)
+
+    return make
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
+@dataclass
+class WorkerProc:
+    settings: Settings
+    proc: subprocess.Popen[bytes]
+    log: Path
+    url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = f"http://{self.settings.web_host}:{self.settings.web_port}"
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        t0 = time.time()
+        while http_get(f"{self.url}/readyz")[0] != 200:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited: {self.log.read_text()[-3000:]}")
+            if time.time() - t0 > timeout:
+                raise AssertionError(
+                    f"worker not ready in {timeout}s: {self.log.read_text()[-3000:]}"
+                )
+            time.sleep(0.2)
+
+    def metrics(self) -> str:
+        status, body = http_get(f"{self.url}/metrics")
+        assert status == 200
+        return body.decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = self.metrics()
+        if not labels:
+            return metric_sum(text, name)
+        want = [f'{k}="{v}"' for k, v in labels.items()]
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + "{") and all(w in line for w in want)
+        )
+
+    def wait_metric(self, name: str, value: float, timeout: float = 60, **labels: str) -> float:
+        t0 = time.time()
+        got = -1.0
+        while time.time() - t0 < timeout:
+            got = self.metric(name, **labels)
+            if got >= value:
+                return got
+            time.sleep(0.2)
+        raise AssertionError(f"{name}{labels} = {got}, expected {value} within {timeout}s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
+    """Start `convstream worker` as a subprocess with the given settings; all are
+    stopped at the end of the test."""
+    procs: list[WorkerProc] = []
+
+    def start(settings: Settings, *, wait: bool = True, name: str = "worker") -> WorkerProc:
+        log = tmp_path / f"{name}-{len(procs)}.log"
+        env = dict(os.environ)
+        env = {k: v for k, v in env.items() if not k.startswith("CONVSTREAM_")}
+        env.update(to_env(settings))
+        env["PYTHONPATH"] = str(REPO)
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
+        w = WorkerProc(settings, proc, log)
+        procs.append(w)
+        if wait:
+            w.wait_ready()
+        return w
+
+    yield start
+    for w in procs:
+        w.stop()
+
+
+@pytest.fixture
+def kafka() -> Any:
+    """The aiokafka helpers, run synchronously."""
+
+    class Sync:
+        def create_topics(
+            self, s: Settings, names: list[str], partitions: int | None = None
+        ) -> None:
+            asyncio.run(kafka_io.create_topics(s, names, partitions))
+
+        def produce(self, s: Settings, topic: str, values: list[bytes], keys: Any = None) -> int:
+            return asyncio.run(kafka_io.produce(s, topic, values, keys))
+
+        def read(self, s: Settings, topic: str, **kw: Any) -> list[tuple[Any, Any, int, int]]:
+            return asyncio.run(kafka_io.read(s, topic, **kw))
+
+    return Sync()
+
+
+def all_topics(s: Settings) -> list[str]:
+    t = s.topics
+    return [t.pixel_raw, t.server_raw, t.catalog, t.conversions, t.candidates, t.dead_letter]
