@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -22,44 +23,19 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agents import kafka_io  # noqa: E402
+from bench import traffic  # noqa: E402
 from streams.settings import Topics, from_env, to_env  # noqa: E402
 
 
 def message(i: int) -> bytes:
-    return orjson.dumps(
-        {
-            "received_at": 1795400000.0 + i / 1000,
-            "pixel_id": "1234567890",
-            "data": [
-                {
-                    "event_name": ("Purchase", "AddToCart", "Lead", "ViewContent")[i % 4],
-                    "event_time": 1795399990 + i // 1000,
-                    "event_id": f"ev-{i}",
-                    "action_source": "website",
-                    "event_source_url": f"https://shop.example/p/{i % 500}?fbclid=IwAR{i % 997}",
-                    "user_data": {
-                        "em": f"Buyer.{i}@Example.org ",
-                        "ph": f"+1 (650) 555-{i % 10000:04d}",
-                        "fn": "Mary",
-                        "ln": "O'Connor",
-                        "country": "US",
-                        "zp": "94035-1234",
-                        "client_user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
-                        "client_ip_address": "203.0.113.7",
-                        "fbp": f"fb.1.1795300000000.{i}",
-                    },
-                    "custom_data": {"value": 10 + i % 90, "currency": "eur"},
-                }
-            ],
-        }
-    )
+    """One raw server body with one event (distinct event ids, raw PII to hash)."""
+    return traffic.server_message(i, random.Random(i))
 
 
 async def total_end(bootstrap: str, topic: str) -> int:

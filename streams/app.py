@@ -70,7 +70,6 @@ def create_app(settings: Settings) -> Wiring:
         web_port=settings.web_port,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
-        processing_guarantee=settings.processing_guarantee,
         key_serializer="raw",
         value_serializer="orjson",
         consumer_auto_offset_reset="earliest",

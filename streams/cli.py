@@ -176,6 +176,67 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_process(args: argparse.Namespace) -> int:
+    from streams import offline
+
+    s = _settings(args)
+    if args.merge_window is not None:
+        if args.merge_window < 0:
+            raise SettingsError("--merge-window must be >= 0 seconds")
+        s = s.with_overrides(merge_window=args.merge_window)
+    if args.pixel is None and args.server is None:
+        raise SettingsError("give --pixel FILE, --server FILE, or both")
+
+    def load(path: str | None, source: str, topic: str) -> list[offline.Line]:
+        if path is None:
+            return []
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise SettingsError(f"cannot read --{source} file {path}: {e.strerror}") from None
+        return offline.read_lines("browser" if source == "pixel" else "server", topic, data)
+
+    t0 = time.perf_counter()
+    pixel = load(args.pixel, "pixel", s.topics.pixel_raw)
+    server = load(args.server, "server", s.topics.server_raw)
+    result = offline.process(s, offline.ordered(pixel, server), now=time.time())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "conversions.jsonl").write_bytes(offline.dumps_lines(result.conversions))
+    (out / "attribution_candidates.jsonl").write_bytes(offline.dumps_lines([]))
+    (out / "dead_letters.jsonl").write_bytes(offline.dumps_lines(result.dead_letters))
+    elapsed = time.perf_counter() - t0
+    print(summary(result, len(pixel), len(server), out, elapsed))
+    return 0
+
+
+def summary(result: Any, n_pixel: int, n_server: int, out: Path, elapsed: float) -> str:
+    t = result.tally
+    lines = [
+        f"read      {n_pixel} pixel hits, {n_server} server messages "
+        f"({t.sum_of('events_in')} events) in {elapsed:.2f}s",
+        f"wrote     {len(result.conversions)} conversions  -> {out / 'conversions.jsonl'}",
+        f"          0 attribution candidates -> {out / 'attribution_candidates.jsonl'}",
+        f"          {len(result.dead_letters)} dead letters -> {out / 'dead_letters.jsonl'}",
+        f"skipped   {t.sum_of('non_conversions')} non-conversion hits (Microdata, automatic)",
+    ]
+    groups = (
+        ("dead letters by code", "dead_letters", -1),
+        ("errors", "errors", -1),
+        ("warnings", "warnings", -1),
+        ("conversions by event", "conversions_out", -1),
+    )
+    for title, name, idx in groups:
+        counts: dict[str, int] = {}
+        for key, n in t.items():
+            if key[0] == name:
+                counts[key[idx]] = counts.get(key[idx], 0) + n
+        if counts:
+            body = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            lines.append(f"{title + ':':<22}{body}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="convstream", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -187,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--topic", required=True)
     pr.add_argument("file")
     pr.set_defaults(func=cmd_produce)
+    pc = sub.add_parser("process", help="run the pipeline offline over raw JSONL files")
+    pc.add_argument("--pixel", metavar="FILE", help="JSONL of events.pixel.raw values")
+    pc.add_argument("--server", metavar="FILE", help="JSONL of events.server.raw values")
+    pc.add_argument("--catalog", metavar="FILE", help="JSONL of ads.catalog values")
+    pc.add_argument("--out", metavar="DIR", required=True)
+    pc.add_argument("--merge-window", type=int, metavar="S")
+    pc.set_defaults(func=cmd_process)
     d = sub.add_parser("demo", help="worker + sample traffic on a running broker; print output")
     d.add_argument("--keep-running", action="store_true", help="leave the worker running")
     d.add_argument("--show", type=int, default=2, help="records to print per output topic")

@@ -8,12 +8,15 @@ driver passes in.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams import capi, codes, metrics, pixel, records
+from streams import capi, codes, metrics, pixel, records, validate
 from streams.codes import Error
 from streams.model import Origin, Parsed, RawEvent, Source
+from streams.pii import hash_user_data
+from streams.quality import match_quality
 from streams.settings import Settings
 from streams.tally import Tally
 
@@ -67,41 +70,55 @@ class Pipeline:
 
     def _event(self, raw: RawEvent, origin: Origin, now: float, out: Result) -> None:
         ev = raw.event
-        errors = _required(raw)
-        if errors:
+        tally = out.tally
+        if not isinstance(ev, dict):
+            where = "data[]" if raw.index is None else f"data[{raw.index}]"
+            errors = [Error(codes.INVALID_TYPE, where, "an event must be a JSON object")]
             out.dead_letters.append(records.dead_letter(origin, errors=errors, now=now, raw=raw))
-            _count_dead(out.tally, raw.source, errors)
+            _count_dead(tally, raw.source, errors)
             return
-        user_data = ev.get("user_data") if isinstance(ev.get("user_data"), dict) else {}
-        custom_data = ev.get("custom_data") if isinstance(ev.get("custom_data"), dict) else {}
-        body = records.capi_event(raw, dict(user_data), dict(custom_data))
+        ud = ev.get("user_data")
+        pii = hash_user_data(
+            ud if isinstance(ud, dict) else {},
+            default_phone_country=self.settings.default_phone_country,
+            this_year=_year(raw.received_at),
+        )
+        for outcome, counts in (
+            ("hashed", pii.hashed),
+            ("prehashed", pii.prehashed),
+            ("dropped", pii.dropped),
+        ):
+            for key, n in counts.items():
+                tally["pii_values", key, outcome] += n
+        checked = validate.check(raw, pii.user_data, self.settings.pixel_allowlist)
+        errors = [*pii.errors, *checked.errors]
+        if errors:
+            safe = records.safe_event(ev, pii.user_data)
+            out.dead_letters.append(
+                records.dead_letter(origin, errors=errors, now=now, raw=raw, safe_event=safe)
+            )
+            _count_dead(tally, raw.source, errors)
+            return
+        warnings = [*raw.warnings, *checked.warnings, *pii.warnings]
+        body = records.capi_event(raw, checked, pii.user_data)
         rec = records.conversion(
             raw,
             body,
-            match_quality={"score": 0.0, "keys": []},
-            warnings=list(raw.warnings),
+            match_quality=match_quality(pii.user_data),
+            warnings=warnings,
             now=now,
         )
         out.conversions.append(rec)
-        out.tally["conversions_out", raw.source, metrics.event_label(rec["event_name"])] += 1
+        tally["conversions_out", raw.source, metrics.event_label(rec["event_name"])] += 1
+        for w in warnings:
+            tally["warnings", w] += 1
+
+
+def _year(received_at: float) -> int:
+    return time.gmtime(received_at).tm_year
 
 
 def _count_dead(tally: Tally, source: Source, errors: list[Error]) -> None:
     tally["dead_letters", source, errors[0].code] += 1
     for e in errors:
         tally["errors", e.code] += 1
-
-
-def _required(raw: RawEvent) -> list[Error]:
-    """The minimum a record needs (the full rule set lives in validate.py)."""
-    ev = raw.event
-    if not isinstance(ev, dict):
-        return [Error(codes.INVALID_TYPE, "data[]", "an event must be a JSON object")]
-    errors = [
-        Error(codes.MISSING_FIELD, f, f"{f} is required")
-        for f in ("event_name", "event_time", "action_source")
-        if ev.get(f) in (None, "")
-    ]
-    if raw.pixel_id in (None, ""):
-        errors.append(Error(codes.MISSING_FIELD, "pixel_id", "pixel_id is required"))
-    return errors

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import orjson
 
 from streams.codes import Error
 from streams.model import Origin, RawEvent
+from streams.validate import Checked
 
 # Fields of a conversion that are convstream's own; removing them leaves a CAPI event.
 CONVSTREAM_FIELDS = (
@@ -38,27 +40,57 @@ def conversion_id(
     return hashlib.sha256(basis).hexdigest()
 
 
-def capi_event(
-    raw: RawEvent, user_data: dict[str, Any], custom_data: dict[str, Any]
-) -> dict[str, Any]:
-    """The CAPI server-event part of a conversion (validated input assumed)."""
+def capi_event(raw: RawEvent, checked: Checked, user_data: dict[str, Any]) -> dict[str, Any]:
+    """The CAPI server-event part of a conversion, from a validated event."""
     ev = raw.event
     dpo = ev.get("data_processing_options")
     out: dict[str, Any] = {
-        "event_name": ev["event_name"],
-        "event_time": ev["event_time"],
-        "event_id": _str_or_none(ev.get("event_id")) or None,
-        "action_source": ev["action_source"],
-        "event_source_url": _str_or_none(ev.get("event_source_url")),
-        "opt_out": bool(ev.get("opt_out", False)),
+        "event_name": checked.event_name,
+        "event_time": checked.event_time,
+        "event_id": checked.event_id,
+        "action_source": checked.action_source,
+        "event_source_url": checked.event_source_url,
+        "opt_out": ev.get("opt_out") is True,
         "user_data": user_data,
-        "custom_data": custom_data,
+        "custom_data": checked.custom_data,
         "data_processing_options": dpo if isinstance(dpo, list) else [],
         "test_event_code": _str_or_none(raw.test_event_code),
     }
     for k in ("data_processing_options_country", "data_processing_options_state"):
-        if isinstance(ev.get(k), int) and not isinstance(ev.get(k), bool):
-            out[k] = ev[k]
+        v = ev.get(k)
+        if isinstance(v, int) and not isinstance(v, bool):
+            out[k] = v
+    if isinstance(ev.get("referrer_url"), str):
+        out["referrer_url"] = ev["referrer_url"]
+    return out
+
+
+# Fields a dead letter keeps, with the JSON types they must have (else null): enough to
+# fix and re-send the event, and nothing unknown that could hide raw personal data.
+_SAFE_FIELDS: dict[str, tuple[type, ...]] = {
+    "event_name": (str,),
+    "event_time": (int, float),
+    "event_id": (str, int),
+    "action_source": (str,),
+    "event_source_url": (str,),
+    "referrer_url": (str,),
+    "opt_out": (bool,),
+    "custom_data": (dict,),
+    "data_processing_options": (list,),
+    "data_processing_options_country": (int,),
+    "data_processing_options_state": (int,),
+}
+
+
+def safe_event(event: dict[str, Any], hashed_user_data: dict[str, Any]) -> dict[str, Any]:
+    """The event as a dead letter may carry it: user_data hashed, unknown fields dropped."""
+    out: dict[str, Any] = {}
+    for k, types in _SAFE_FIELDS.items():
+        if k in event:
+            v = event[k]
+            ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+            out[k] = v if ok else None
+    out["user_data"] = hashed_user_data
     return out
 
 
@@ -103,7 +135,7 @@ def dead_letter(
         "partition": origin.partition,
         "offset": origin.offset,
         "event_index": raw.index if raw is not None else None,
-        "pixel_id": pid if isinstance(pid, str) and pid.isdigit() and len(pid) <= 20 else None,
+        "pixel_id": pid if isinstance(pid, str) and _PIXEL_RE.fullmatch(pid) else None,
         "event_name": _short(ev.get("event_name")),
         "event_id": _short(ev.get("event_id")),
         "received_at": raw.received_at if raw is not None else received_at,
@@ -111,6 +143,9 @@ def dead_letter(
         "event": safe_event,
         "rejected_at": now,
     }
+
+
+_PIXEL_RE = re.compile(r"[0-9]{1,20}")  # ASCII digits only (str.isdigit accepts "١٢٣")
 
 
 def _short(v: Any) -> str | None:

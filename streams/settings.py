@@ -46,7 +46,6 @@ class Settings:
     merge_window: int = 0
     pixel_allowlist: frozenset[str] | None = None
     default_phone_country: str | None = None
-    processing_guarantee: str = "at_least_once"
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -66,7 +65,6 @@ class Settings:
 
 # env var -> (attribute, parser); the one documented list of settings.
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_GUARANTEES = ("at_least_once", "exactly_once")
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -85,16 +83,15 @@ ENV_VARS: dict[str, str] = {
     "CONVSTREAM_DATA_DIR": "worker data directory (RocksDB state)",
     "CONVSTREAM_WEB_HOST": "bind address of /metrics, /healthz, /readyz",
     "CONVSTREAM_WEB_PORT": "port of /metrics, /healthz, /readyz",
-    "CONVSTREAM_LOG_LEVEL": "debug | info | warning | error | critical",
+    "CONVSTREAM_LOG_LEVEL": "debug, info, warning, error or critical",
     "CONVSTREAM_BATCH_SIZE": "max messages handled per batch",
     "CONVSTREAM_BATCH_WITHIN": "max seconds to wait to fill a batch",
     "CONVSTREAM_DEDUP_WINDOW": "dedup window in seconds (SPEC: 172800)",
     "CONVSTREAM_MERGE_WINDOW": "seconds a first copy is held for merging (0: emit at once)",
     "CONVSTREAM_PIXEL_ALLOWLIST": "comma-separated pixel ids; others are dead-lettered",
     "CONVSTREAM_DEFAULT_PHONE_COUNTRY": "ISO country whose calling code prefixes bare phones",
-    "CONVSTREAM_PROCESSING_GUARANTEE": "at_least_once | exactly_once",
-    "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL",
-    "KAFKA_SASL_MECHANISM": "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512",
+    "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    "KAFKA_SASL_MECHANISM": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
     "KAFKA_SASL_USERNAME": "SASL user",
     "KAFKA_SASL_PASSWORD": "SASL password (never logged)",
     "KAFKA_SSL_CAFILE": "CA bundle for SSL / SASL_SSL",
@@ -208,8 +205,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
                 f"CONVSTREAM_DEFAULT_PHONE_COUNTRY must be an ISO 3166 alpha-2 code, got {v!r}"
             )
         kw["default_phone_country"] = code
-    if (v := get("CONVSTREAM_PROCESSING_GUARANTEE")) is not None:
-        kw["processing_guarantee"] = _choice("CONVSTREAM_PROCESSING_GUARANTEE", v, _GUARANTEES)
     if (v := get("KAFKA_SECURITY_PROTOCOL")) is not None:
         kw["security_protocol"] = _choice("KAFKA_SECURITY_PROTOCOL", v, _PROTOCOLS, upper=True)
     if (v := get("KAFKA_SASL_MECHANISM")) is not None:
@@ -247,7 +242,6 @@ def to_env(s: Settings) -> dict[str, str]:
         "CONVSTREAM_BATCH_WITHIN": repr(s.batch_within),
         "CONVSTREAM_DEDUP_WINDOW": str(s.dedup_window),
         "CONVSTREAM_MERGE_WINDOW": str(s.merge_window),
-        "CONVSTREAM_PROCESSING_GUARANTEE": s.processing_guarantee,
         "KAFKA_SECURITY_PROTOCOL": s.security_protocol,
     }
     for f in fields(Topics):

@@ -1,0 +1,43 @@
+"""Match quality: a 0-10 score from which match keys a conversion carries (SPEC §7).
+
+Weights are ours (Meta does not publish its Event Match Quality formula) and follow
+Meta's guidance on which keys match best: fbc and em highest, then phone and stable
+ids, then the browser pair, then the weak demographic keys. The sum is capped at 10.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+WEIGHTS: Final[Mapping[str, float]] = {
+    "fbc": 3.0,
+    "em": 3.0,
+    "ph": 2.4,
+    "external_id": 1.6,
+    "madid": 1.6,
+    "fb_login_id": 1.6,
+    "lead_id": 1.6,
+    "fbp": 1.2,
+    "ctwa_clid": 1.2,
+    "client_ip_address": 0.75,
+    "client_user_agent": 0.75,
+    "anon_id": 0.6,
+    "fn": 0.5,
+    "ln": 0.5,
+    "db": 0.4,
+    "subscription_id": 0.4,
+    "ct": 0.2,
+    "st": 0.2,
+    "zp": 0.2,
+    "country": 0.2,
+    "page_id": 0.2,
+    "ge": 0.1,
+}
+MAX_SCORE: Final = 10.0
+
+
+def match_quality(user_data: Mapping[str, Any]) -> dict[str, Any]:
+    keys = sorted(k for k, v in user_data.items() if v and k in WEIGHTS)
+    score = min(MAX_SCORE, sum(WEIGHTS[k] for k in keys))
+    return {"score": round(score, 1), "keys": keys}

@@ -1,0 +1,226 @@
+"""SPEC §3, one rule at a time, through the real pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streams.settings import Settings
+from tests.helpers import (
+    DELETE,
+    RECEIVED_AT,
+    UA,
+    codes_of,
+    run,
+    server_event,
+    server_message,
+)
+
+DAY = 86_400
+
+
+def only_error(ev: dict[str, Any], **msg: Any) -> list[str]:
+    r = run("server", server_message(ev, **msg))
+    assert r.conversions == [], "expected the event to be rejected"
+    assert len(r.dead_letters) == 1
+    return codes_of(r)[0]
+
+
+def test_valid_purchase_becomes_a_conversion() -> None:
+    r = run("server", server_message(server_event()))
+    assert r.dead_letters == []
+    (c,) = r.conversions
+    assert c["custom_data"] == {"value": 49.9, "currency": "EUR"}
+    assert c["user_data"]["em"] == [
+        "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "field"),
+    [
+        ({"event_name": DELETE}, "missing_field", "event_name"),
+        ({"event_time": DELETE}, "missing_field", "event_time"),
+        ({"action_source": DELETE}, "missing_field", "action_source"),
+        ({"user_data": DELETE}, "missing_field", "user_data"),
+        ({"event_name": 7}, "invalid_type", "event_name"),
+        ({"event_time": "yesterday"}, "invalid_type", "event_time"),
+        ({"user_data": ["em"]}, "invalid_type", "user_data"),
+        ({"custom_data": "cheap"}, "invalid_type", "custom_data"),
+        ({"opt_out": "no"}, "invalid_type", "opt_out"),
+        ({"action_source": "carrier_pigeon"}, "invalid_action_source", "action_source"),
+        ({"event_time": int(RECEIVED_AT) - 7 * DAY - 1}, "event_time_too_old", "event_time"),
+        ({"event_time": int(RECEIVED_AT) + 61}, "event_time_in_future", "event_time"),
+        ({"event_source_url": DELETE}, "missing_event_source_url", "event_source_url"),
+        (
+            {"user_data": {"em": "a@b.co"}},
+            "missing_client_user_agent",
+            "user_data.client_user_agent",
+        ),
+        ({"custom_data": {"currency": "EUR"}}, "missing_value", "custom_data.value"),
+        ({"custom_data": {"value": 1}}, "missing_currency", "custom_data.currency"),
+        ({"custom_data": {"value": -1, "currency": "EUR"}}, "invalid_value", "custom_data.value"),
+        (
+            {"custom_data": {"value": "1e999", "currency": "EUR"}},
+            "invalid_value",
+            "custom_data.value",
+        ),
+        (
+            {"custom_data": {"value": "ten", "currency": "EUR"}},
+            "invalid_value",
+            "custom_data.value",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EURO"}},
+            "invalid_currency",
+            "custom_data.currency",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "XXY"}},
+            "invalid_currency",
+            "custom_data.currency",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "contents": [{"quantity": 1}]}},
+            "invalid_contents",
+            "custom_data.contents",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "contents": "sku-1"}},
+            "invalid_contents",
+            "custom_data.contents",
+        ),
+        (
+            {"user_data": {"client_user_agent": UA}},
+            "insufficient_customer_information",
+            "user_data",
+        ),
+        (
+            {"user_data": {"ct": "Paris", "country": "FR", "zp": "75001", "client_user_agent": UA}},
+            "insufficient_customer_information",
+            "user_data",
+        ),
+    ],
+)
+def test_each_rule_has_its_code(change: dict[str, Any], code: str, field: str) -> None:
+    r = run("server", server_message(server_event(**change)))
+    assert r.conversions == []
+    (dl,) = r.dead_letters
+    found = [(e["code"], e["field"]) for e in dl["errors"]]
+    if field == "user_data" and code in ("missing_field", "invalid_type"):
+        # a website event without usable user_data also lacks its client_user_agent
+        assert found == [
+            (code, field),
+            ("missing_client_user_agent", "user_data.client_user_agent"),
+        ]
+    else:
+        assert found == [(code, field)]
+
+
+def test_keys_outside_the_weak_sets_are_enough() -> None:
+    # {fn, ge, client_user_agent} is not inside any one weak set
+    ev = server_event(user_data={"fn": "Ann", "ge": "f", "client_user_agent": UA})
+    r = run("server", server_message(ev))
+    assert r.dead_letters == [] and len(r.conversions) == 1
+
+
+def test_pixel_id_rules() -> None:
+    assert only_error(server_event(), pixel_id=None) == ["missing_field"]
+    assert only_error(server_event(), pixel_id="12ab") == ["invalid_pixel_id"]
+    assert only_error(server_event(), pixel_id="1" * 21) == ["invalid_pixel_id"]
+    assert only_error(server_event(), pixel_id=["1"]) == ["invalid_type"]
+    # a JSON integer pixel id is accepted and emitted as a string
+    (c,) = run("server", server_message(server_event(), pixel_id=1234567890)).conversions
+    assert c["pixel_id"] == "1234567890"
+
+
+def test_unknown_pixel_with_allow_list() -> None:
+    s = Settings(pixel_allowlist=frozenset({"111"}))
+    r = run("server", server_message(server_event()), settings=s)
+    assert codes_of(r) == [["unknown_pixel"]]
+    r = run("server", server_message(server_event(), pixel_id="111"), settings=s)
+    assert len(r.conversions) == 1
+
+
+def test_all_errors_of_an_event_are_reported_at_once() -> None:
+    ev = server_event(
+        action_source="nowhere", custom_data={"value": "x", "currency": "??"}, event_time="t"
+    )
+    assert sorted(only_error(ev)) == sorted(
+        ["invalid_action_source", "invalid_type", "invalid_value", "invalid_currency"]
+    )
+
+
+def test_physical_store_may_be_62_days_old() -> None:
+    ev = server_event(
+        action_source="physical_store",
+        event_time=int(RECEIVED_AT) - 60 * DAY,
+        event_source_url=DELETE,
+    )
+    assert len(run("server", server_message(ev)).conversions) == 1
+    ev["event_time"] = int(RECEIVED_AT) - 63 * DAY
+    assert only_error(ev) == ["event_time_too_old"]
+
+
+def test_event_time_in_ms_is_converted_with_a_warning() -> None:
+    ev = server_event(event_time=(int(RECEIVED_AT) - 10) * 1000)
+    (c,) = run("server", server_message(ev)).conversions
+    assert c["event_time"] == int(RECEIVED_AT) - 10
+    assert "event_time_in_ms" in c["warnings"]
+
+
+def test_reference_time_is_received_at_not_the_clock() -> None:
+    # an event from 2026 is judged against its own received_at, whatever the clock says
+    msg = server_message(server_event(), received_at=RECEIVED_AT)
+    assert len(run("server", msg, now=RECEIVED_AT + 365 * DAY).conversions) == 1
+
+
+def test_numeric_string_value_is_converted() -> None:
+    (c,) = run(
+        "server", server_message(server_event(custom_data={"value": "19.99", "currency": "usd"}))
+    ).conversions
+    assert c["custom_data"] == {"value": 19.99, "currency": "USD"}
+
+
+def test_unnormalizable_value_is_dropped_with_a_warning_not_rejected() -> None:
+    ev = server_event(
+        user_data={"em": "not-an-email", "ph": "+1 650 555 1212", "client_user_agent": UA}
+    )
+    (c,) = run("server", server_message(ev)).conversions
+    assert "em" not in c["user_data"]
+    assert "dropped_em" in c["warnings"]
+
+
+def test_batch_limits_and_independence() -> None:
+    too_many = server_message(*[server_event(event_id=f"e{i}") for i in range(1001)])
+    r = run("server", too_many)
+    assert codes_of(r) == [["batch_too_large"]] and r.conversions == []
+    exactly = server_message(*[server_event(event_id=f"e{i}") for i in range(1000)])
+    assert len(run("server", exactly).conversions) == 1000
+    # one bad event is dead-lettered; the rest of the batch goes on
+    mixed = server_message(
+        server_event(event_id="a"), server_event(event_name=DELETE), server_event(event_id="c")
+    )
+    r = run("server", mixed)
+    assert [c["event_id"] for c in r.conversions] == ["a", "c"]
+    assert r.dead_letters[0]["event_index"] == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b"123",
+        b'"s"',
+        b"{}",
+        b'{"received_at": "today"}',
+        b'{"received_at": true}',
+    ],
+)
+def test_malformed_messages(value: bytes) -> None:
+    r = run("server", value)
+    assert codes_of(r) == [["malformed_message"]]
+    assert r.dead_letters[0]["event"] is None
