@@ -2,7 +2,7 @@
 consume→produce passthrough of the same messages (the ceiling of this stack).
 
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python bench/e2e.py [--messages M] [--partitions P]
-        [--batch-size N] [--loop uvloop|asyncio] [--skip-passthrough]
+        [--batch-size N] [--loop uvloop|asyncio] [--workers W] [--skip-passthrough]
 
 Both read the same M pre-produced raw server events (one event per message, distinct
 event ids, raw PII to hash). Throughput = M / (time from first consumption to the last
@@ -83,6 +83,12 @@ async def passthrough(bootstrap: str, src: str, dst: str, m: int) -> float:
         await producer.stop()
 
 
+async def outputs_done(s) -> int:  # type: ignore[no-untyped-def]
+    """Every input event ends as a conversion or a dead letter (one event per message)."""
+    conv = await total_end(s.bootstrap_servers, s.topics.conversions)
+    return conv + await total_end(s.bootstrap_servers, s.topics.dead_letter)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -97,34 +103,43 @@ def ready(url: str) -> bool:
         return False
 
 
-def run_worker(s, m: int, loop: str, log: Path) -> float:  # type: ignore[no-untyped-def]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSTREAM_")}
-    env.update(to_env(s), PYTHONPATH=str(REPO))
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loop", loop],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
+def run_workers(s, m: int, loop: str, log: Path, workers: int) -> float:  # type: ignore[no-untyped-def]
+    """Start ``workers`` worker processes in one consumer group; time until all M events
+    came out (from the moment the first one is ready)."""
+    procs = []
+    urls = []
+    for i in range(workers):
+        si = s.with_overrides(web_port=free_port(), data_dir=f"{s.data_dir}-{i}")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSTREAM_")}
+        env.update(to_env(si), PYTHONPATH=str(REPO))
+        with log.with_suffix(f".{i}.log").open("wb") as fh:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "streams.cli", "worker", "--loop", loop],
+                    env=env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        urls.append(f"http://{si.web_host}:{si.web_port}/readyz")
     try:
-        url = f"http://{s.web_host}:{s.web_port}/readyz"
         t_wait = time.time()
-        while not ready(url):
-            if proc.poll() is not None or time.time() - t_wait > 120:
-                raise SystemExit(f"worker did not start; see {log}")
+        while not any(ready(u) for u in urls):
+            if any(p.poll() is not None for p in procs) or time.time() - t_wait > 120:
+                raise SystemExit(f"a worker did not start; see {log}.*.log")
             time.sleep(0.05)
         t0 = time.perf_counter()
         while True:
-            done = asyncio.run(total_end(s.bootstrap_servers, s.topics.conversions))
-            if done >= m:
+            if asyncio.run(outputs_done(s)) >= m:
                 return time.perf_counter() - t0
-            if proc.poll() is not None:
-                raise SystemExit(f"worker died; see {log}")
+            if any(p.poll() is not None for p in procs):
+                raise SystemExit(f"a worker died; see {log}.*.log")
             time.sleep(0.25)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
 
 
 def main() -> None:
@@ -133,6 +148,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes in one group")
     ap.add_argument("--skip-passthrough", action="store_true")
     a = ap.parse_args()
     base = from_env()
@@ -179,9 +195,11 @@ def main() -> None:
         )
         pt = a.messages / el
         print(f"bare aiokafka passthrough : {pt:>9,.0f} events/s  ({el:.1f}s)")
-    el = run_worker(s, a.messages, a.loop, Path(f"/tmp/convstream-bench-{run}.log"))
+    log = Path(f"/tmp/convstream-bench-{run}.log")
+    el = run_workers(s, a.messages, a.loop, log, a.workers)
     wk = a.messages / el
-    print(f"convstream worker ({a.loop}, batch {a.batch_size}): {wk:>9,.0f} events/s  ({el:.1f}s)")
+    label = f"convstream worker x{a.workers} ({a.loop}, batch {a.batch_size})"
+    print(f"{label}: {wk:>9,.0f} events/s  ({el:.1f}s)")
     if not a.skip_passthrough:
         print(f"ratio worker/passthrough: {wk / pt:.2f}")
 

@@ -156,5 +156,6 @@ def main(argv: list[str]) -> None:
         f"(with default_phone_country=us: {seconds[sdk] / seconds[ours_us]:.2f}x)"
     )
 
+
 if __name__ == "__main__":
     main(sys.argv)

@@ -44,8 +44,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from streams.app import create_app
     from streams.logs import logging_config
+    from streams.runtime import tune_gc
 
     wiring = create_app(s)
+    tune_gc()
     worker = Worker(
         wiring.app,
         loglevel=s.log_level,
@@ -196,6 +198,9 @@ def cmd_process(args: argparse.Namespace) -> int:
             raise SettingsError(f"cannot read --{source} file {path}: {e.strerror}") from None
         return offline.read_lines("browser" if source == "pixel" else "server", topic, data)
 
+    from streams.runtime import tune_gc
+
+    tune_gc()
     t0 = time.perf_counter()
     pixel = load(args.pixel, "pixel", s.topics.pixel_raw)
     server = load(args.server, "server", s.topics.server_raw)

@@ -502,6 +502,31 @@ def _digest(
 
 _sha256: Final = hashlib.sha256
 
+# Memo of single-string results: (key, value, context) -> (digest, normal form). Real
+# traffic repeats values (country, st, ct, fn, ge; and the browser and server copies of
+# one conversion), and normalization is most of the pipeline's cost. Bounded: cleared
+# when full. It lives in process memory only, which holds these raw values anyway
+# while a batch is processed; nothing of it is logged, exported or persisted.
+_MEMO: Final[dict[tuple[str, str, object], tuple[str | None, str | None]]] = {}
+_MEMO_MAX: Final = 65_536
+_HINTED: Final = frozenset({"zp", "st"})
+
+
+def _memo_digest(
+    key: str, rule: _Rule, value: str, hint: str | None, region: str | None, year: int | None
+) -> tuple[str | None, str | None]:
+    context: object = (
+        hint if key in _HINTED else region if key == "ph" else year if key == "db" else None
+    )
+    ck = (key, value, context)
+    hit = _MEMO.get(ck)
+    if hit is None:
+        hit = _digest(rule, value, hint, region, year)
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        _MEMO[ck] = hit
+    return hit
+
 
 @dataclass(slots=True)
 class _Many:
@@ -583,7 +608,7 @@ def hash_user_data(
                 s = value.strip()
                 if not s:
                     continue
-                digest, normal = _digest(rule, s, hint, region, this_year)
+                digest, normal = _memo_digest(key, rule, s, hint, region, this_year)
                 if digest is None:
                     dropped_counts[key] = 1
                     warnings.add(dropped(key))

@@ -201,8 +201,9 @@ def _custom_data(ev: Mapping[str, Any], event_name: str | None, c: Checked) -> N
 
 
 def match_keys(user_data: Mapping[str, Any]) -> frozenset[str]:
-    """The user_data keys that carry a usable value after normalization."""
-    return frozenset(k for k, v in user_data.items() if v)
+    """The user_data keys that carry a usable value after normalization (hash_user_data
+    keeps no empty value)."""
+    return frozenset(user_data)
 
 
 def customer_information(keys: frozenset[str]) -> Error | None:

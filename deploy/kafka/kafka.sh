@@ -121,7 +121,7 @@ start() {
         || { say "storage format failed:"; tail -20 "$log" >&2; exit 1; }
     fi
     # shellcheck disable=SC2086
-    nohup java $heap -XX:+UseG1GC -Djava.awt.headless=true \
+    setsid nohup java $heap -XX:+UseG1GC -Djava.awt.headless=true \
       -Dorg.slf4j.simpleLogger.defaultLogLevel=info -Dorg.slf4j.simpleLogger.showDateTime=true \
       -cp "$libs/*" kafka.Kafka "$conf" >>"$log" 2>&1 </dev/null &
     echo $! >"$pidfile"
