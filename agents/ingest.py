@@ -23,9 +23,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
 from mode import Service
 
+from agents.failfast import die
 from agents.kafka_io import client_kwargs
 from agents.outputs import Outputs
 from streams import metrics
+from streams.dedupe import partition_key
 from streams.model import Origin, Source
 from streams.pipeline import Pipeline, Result
 from streams.settings import Settings
@@ -34,11 +36,19 @@ log = logging.getLogger("convstream.ingest")
 
 
 class IngestState:
-    """What the web views need to know about the ingest loop."""
+    """What other parts of the worker need from the ingest service: whether its consumer
+    joined (readiness) and its producer (shared with the dedup agent)."""
 
     def __init__(self) -> None:
         self.joined = False
         self.batches = 0
+        self.producer: AIOKafkaProducer | None = None
+        self.producer_ready = asyncio.Event()
+
+
+def internal_topic(settings: Settings) -> str:
+    """Valid, PII-hashed candidate conversions on their way to the dedup agent."""
+    return f"{settings.app_id}-dedup-in"
 
 
 def register(app: Any, settings: Settings) -> IngestState:
@@ -75,10 +85,16 @@ def register(app: Any, settings: Settings) -> IngestState:
                 **kw,
             )
             await self.producer.start()
+            state.producer = self.producer
+            state.producer_ready.set()
             await self.consumer.start()
             self.pipeline = Pipeline(settings)
+            # valid events go to the dedup stage, repartitioned by pixel_id|event_name
             self.outputs = Outputs(
-                self.producer, settings.topics.conversions, settings.topics.dead_letter
+                self.producer,
+                internal_topic(settings),
+                settings.topics.dead_letter,
+                key=partition_key,
             )
 
         async def on_stop(self) -> None:
@@ -87,6 +103,14 @@ def register(app: Any, settings: Settings) -> IngestState:
 
         @Service.task
         async def _consume(self) -> None:
+            try:
+                await self._run()
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a bug or an unreachable broker: never ack
+                die("ingest", exc)
+
+        async def _run(self) -> None:
             within_ms = int(settings.batch_within * 1000)
             while not self.should_stop:
                 batch = await self.consumer.getmany(

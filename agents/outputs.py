@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -33,10 +34,17 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 class Outputs:
-    def __init__(self, producer: Any, conversions: str, dead_letter: str) -> None:
+    def __init__(
+        self,
+        producer: Any,
+        conversions: str,
+        dead_letter: str,
+        key: Callable[[dict[str, Any]], bytes] | None = None,
+    ) -> None:
         self.producer = producer  # a started AIOKafkaProducer
         self.conversions = conversions
         self.dead_letter = dead_letter
+        self.key = key or (lambda rec: rec["conversion_id"].encode())
         self._partitions: dict[str, int] = {}
 
     async def _count(self, topic: str) -> int:
@@ -48,8 +56,7 @@ class Outputs:
 
     async def write(self, result: Result) -> None:
         items: list[tuple[str, bytes, bytes]] = [
-            (self.conversions, rec["conversion_id"].encode(), orjson.dumps(rec))
-            for rec in result.conversions
+            (self.conversions, self.key(rec), orjson.dumps(rec)) for rec in result.conversions
         ]
         for dl in result.dead_letters:
             origin = Origin(dl["source_topic"], dl["partition"], dl["offset"])

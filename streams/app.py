@@ -56,7 +56,7 @@ def _credentials(s: Settings) -> Any:
 
 
 def create_app(settings: Settings) -> Wiring:
-    from agents import ingest, web  # the agents import Faust; keep the core import-light
+    from agents import dedupe, ingest, web  # agents import Faust; keep the core import-light
     from streams.topics import declare
 
     app = faust.App(
@@ -83,5 +83,6 @@ def create_app(settings: Settings) -> Wiring:
     )
     topics = declare(app, settings)
     ingest_state = ingest.register(app, settings)
+    dedupe.register(app, topics, settings, ingest_state)
     web.register(app, ingest_state)
     return Wiring(app=app, topics=topics)

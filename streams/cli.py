@@ -33,6 +33,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     s = _settings(args)
+    if s.merge_window > 0:
+        raise SettingsError(
+            "CONVSTREAM_MERGE_WINDOW > 0 is not supported by the worker yet (held conversions "
+            "are not wired to the Faust tables); `convstream process --merge-window` supports it"
+        )
     if args.loop == "uvloop":
         try:
             import uvloop
@@ -224,12 +229,16 @@ def summary(result: Any, n_pixel: int, n_server: int, out: Path, elapsed: float)
         f"          0 attribution candidates -> {out / 'attribution_candidates.jsonl'}",
         f"          {len(result.dead_letters)} dead letters -> {out / 'dead_letters.jsonl'}",
         f"skipped   {t.sum_of('non_conversions')} non-conversion hits (Microdata, automatic)",
+        f"dedup     {t.sum_of('valid_events')} valid events -> {len(result.conversions)} "
+        f"conversions, {t.sum_of('duplicates')} duplicates "
+        f"({t.sum_of('merges')} merged into held conversions)",
     ]
     groups = (
         ("dead letters by code", "dead_letters", -1),
         ("errors", "errors", -1),
         ("warnings", "warnings", -1),
         ("conversions by event", "conversions_out", -1),
+        ("duplicates by rule", "duplicates", 1),
     )
     for title, name, idx in groups:
         counts: dict[str, int] = {}

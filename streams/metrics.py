@@ -63,6 +63,12 @@ EVENTS_IN: Final = Counter(
     ["source"],
     registry=REGISTRY,
 )
+VALID_EVENTS: Final = Counter(
+    "convstream_valid_events",
+    "Events that passed validation (before dedup)",
+    ["source", "event_name"],
+    registry=REGISTRY,
+)
 CONVERSIONS_OUT: Final = Counter(
     "convstream_conversions_out",
     "Conversions written to the conversions topic",
@@ -97,7 +103,32 @@ NON_CONVERSIONS: Final = Counter(
     registry=REGISTRY,
 )
 DUPLICATES: Final = Counter(
-    "convstream_duplicates", "Copies dropped as duplicates", ["method"], registry=REGISTRY
+    "convstream_duplicates",
+    "Copies dropped as duplicates, by rule and source pair (kept>duplicate)",
+    ["method", "pair"],
+    registry=REGISTRY,
+)
+KEPT: Final = Counter(
+    "convstream_dedup_kept",
+    "Conversions kept by dedup, by key (event_id, or none: fallback only)",
+    ["method"],
+    registry=REGISTRY,
+)
+MERGES: Final = Counter(
+    "convstream_dedup_merges", "Duplicates merged into a held conversion", registry=REGISTRY
+)
+REPLAYS: Final = Counter(
+    "convstream_dedup_replays",
+    "A kept event seen again after a restart (already emitted; not a duplicate)",
+    registry=REGISTRY,
+)
+LATE_DUPLICATES: Final = Counter(
+    "convstream_dedup_late_duplicates",
+    "Copies of a key whose dedup window had ended: kept again",
+    registry=REGISTRY,
+)
+HELD: Final = Gauge(
+    "convstream_dedup_held", "Conversions held for the merge window", registry=REGISTRY
 )
 CANDIDATES: Final = Counter(
     "convstream_attribution_candidates",

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from streams.dedupe import Deduper, DedupStage
 from streams.model import Origin, Source
 from streams.pipeline import Pipeline, Result
 from streams.settings import Settings
@@ -59,10 +60,27 @@ def ordered(pixel: list[Line], server: list[Line]) -> Iterator[Line]:
 
 
 def process(settings: Settings, lines: Iterable[Line], now: float) -> Result:
+    """Run every line through the pipeline, then dedup; held (merge-window) conversions
+    are released as stream time (received_at) passes their window, the rest at the end."""
     pipeline = Pipeline(settings)
+    stage = DedupStage(
+        Deduper({}, {}, window=settings.dedup_window, merge_window=settings.merge_window)
+    )
     out = Result()
+    candidates = Result()
+    stream_time = float("-inf")
     for line in lines:
-        pipeline.process(line.source, line.value, Origin(line.topic, None, line.number), now, out)
+        candidates.conversions.clear()
+        candidates.dead_letters = out.dead_letters
+        candidates.tally = out.tally
+        origin = Origin(line.topic, None, line.number)
+        pipeline.process(line.source, line.value, origin, now, candidates)
+        ra = _received_at(line.value)
+        if ra is not None and ra > stream_time:
+            stream_time = ra
+            stage.release(stream_time, out.tally, out.conversions)
+        stage.run(candidates.conversions, out.tally, out.conversions)
+    stage.flush(out.tally, out.conversions)
     return out
 
 

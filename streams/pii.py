@@ -29,8 +29,17 @@ HASHED_KEYS: Final[frozenset[str]] = frozenset(
 )
 PLAIN_KEYS: Final[frozenset[str]] = frozenset(
     {
-        "client_ip_address", "client_user_agent", "fbc", "fbp", "subscription_id",
-        "fb_login_id", "lead_id", "anon_id", "madid", "page_id", "ctwa_clid",
+        "client_ip_address",
+        "client_user_agent",
+        "fbc",
+        "fbp",
+        "subscription_id",
+        "fb_login_id",
+        "lead_id",
+        "anon_id",
+        "madid",
+        "page_id",
+        "ctwa_clid",
     }
 )
 # Hashed keys that also accept a JSON integer (taken as its decimal string).
@@ -39,9 +48,7 @@ NUMERIC_KEYS: Final[frozenset[str]] = frozenset({"ph", "zp", "db", "external_id"
 # unknown key names themselves are never reported (unbounded, and could be anything).
 UNKNOWN_KEY: Final = "unknown"
 # Regions phonenumbers knows (lowercase alpha-2): valid values of the default phone country.
-PHONE_REGIONS: Final[frozenset[str]] = frozenset(
-    r.lower() for r in phonenumbers.SUPPORTED_REGIONS
-)
+PHONE_REGIONS: Final[frozenset[str]] = frozenset(r.lower() for r in phonenumbers.SUPPORTED_REGIONS)
 
 _HEX64: Final = re.compile(r"[0-9a-fA-F]{64}")
 _MIN_YEAR: Final = 1900
@@ -222,8 +229,12 @@ def _phone_region(default_phone_country: str | None) -> str | None:
 # --- ge ----------------------------------------------------------------------------------
 
 _GENDERS: Final[dict[str, str]] = {
-    "f": "f", "female": "f", "woman": "f",
-    "m": "m", "male": "m", "man": "m",
+    "f": "f",
+    "female": "f",
+    "woman": "f",
+    "m": "m",
+    "male": "m",
+    "man": "m",
 }
 
 
@@ -272,10 +283,18 @@ def _build_states() -> dict[str, str]:
         if sub.country_code in ("US", "CA"):
             table[_fold(_letters(sub.name))] = sub.code.split("-")[1].lower()
     extra = {  # common spellings pycountry does not carry; French names of CA provinces
-        "Washington DC": "dc", "Washington D.C.": "dc", "US Virgin Islands": "vi",
-        "Virgin Islands": "vi", "Newfoundland": "nl", "Yukon Territory": "yt",
-        "Colombie-Britannique": "bc", "Île-du-Prince-Édouard": "pe", "Nouveau-Brunswick": "nb",
-        "Nouvelle-Écosse": "ns", "Terre-Neuve-et-Labrador": "nl", "Québec": "qc",
+        "Washington DC": "dc",
+        "Washington D.C.": "dc",
+        "US Virgin Islands": "vi",
+        "Virgin Islands": "vi",
+        "Newfoundland": "nl",
+        "Yukon Territory": "yt",
+        "Colombie-Britannique": "bc",
+        "Île-du-Prince-Édouard": "pe",
+        "Nouveau-Brunswick": "nb",
+        "Nouvelle-Écosse": "ns",
+        "Terre-Neuve-et-Labrador": "nl",
+        "Québec": "qc",
         "Territoires du Nord-Ouest": "nt",
     }
     for name, code in extra.items():
@@ -328,13 +347,34 @@ def _zp(value: str, country: str | None) -> str | None:
 # --- country -------------------------------------------------------------------------------
 
 _COUNTRY_ALIASES: Final[dict[str, str]] = {
-    "UK": "gb", "Great Britain": "gb", "Britain": "gb", "England": "gb", "Scotland": "gb",
-    "Wales": "gb", "Northern Ireland": "gb", "Holland": "nl", "The Netherlands": "nl",
-    "Russia": "ru", "Turkey": "tr", "Palestine": "ps", "Vatican": "va",
-    "Vatican City": "va", "Micronesia": "fm", "Cape Verde": "cv", "Ivory Coast": "ci",
-    "Swaziland": "sz", "Burma": "mm", "Brunei": "bn", "DR Congo": "cd", "DRC": "cd",
-    "Democratic Republic of the Congo": "cd", "Republic of the Congo": "cg",
-    "Macedonia": "mk", "East Timor": "tl", "South Korea": "kr", "North Korea": "kp",
+    "UK": "gb",
+    "Great Britain": "gb",
+    "Britain": "gb",
+    "England": "gb",
+    "Scotland": "gb",
+    "Wales": "gb",
+    "Northern Ireland": "gb",
+    "Holland": "nl",
+    "The Netherlands": "nl",
+    "Russia": "ru",
+    "Turkey": "tr",
+    "Palestine": "ps",
+    "Vatican": "va",
+    "Vatican City": "va",
+    "Micronesia": "fm",
+    "Cape Verde": "cv",
+    "Ivory Coast": "ci",
+    "Swaziland": "sz",
+    "Burma": "mm",
+    "Brunei": "bn",
+    "DR Congo": "cd",
+    "DRC": "cd",
+    "Democratic Republic of the Congo": "cd",
+    "Republic of the Congo": "cg",
+    "Macedonia": "mk",
+    "East Timor": "tl",
+    "South Korea": "kr",
+    "North Korea": "kp",
 }
 
 

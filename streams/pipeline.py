@@ -109,7 +109,7 @@ class Pipeline:
             now=now,
         )
         out.conversions.append(rec)
-        tally["conversions_out", raw.source, metrics.event_label(rec["event_name"])] += 1
+        tally["valid_events", raw.source, metrics.event_label(rec["event_name"])] += 1
         for w in warnings:
             tally["warnings", w] += 1
 

@@ -145,9 +145,7 @@ def explain_match(spec: Spec, action: Action) -> list[str]:
             metas = [v for v in values if v in t.META_SPECS]
             if key == ACTION_TYPE and metas:
                 covers = f", which cover {sorted(expand_action_types(metas) - set(metas))}"
-            reasons.append(
-                f'"{key}": {action[key]!r} is not among {list(values)}{covers}'
-            )
+            reasons.append(f'"{key}": {action[key]!r} is not among {list(values)}{covers}')
     return reasons
 
 
@@ -233,8 +231,11 @@ def _first(candidates: list[tuple[str, str]]) -> str | None:
     first = candidates[0][0]
     for value, path in candidates[1:]:
         if value != first:
-            raise SpecError(path, f"page {value} differs from page {first} (the creative must "
-                                  "promote the promoted object's page)")
+            raise SpecError(
+                path,
+                f"page {value} differs from page {first} (the creative must "
+                "promote the promoted object's page)",
+            )
     return first
 
 
@@ -253,8 +254,10 @@ def parse_ad(obj: object) -> AdDef:
     if creative_type is not None:
         creative_type = t.CREATIVE_TYPE_ALIASES.get(creative_type, creative_type)
         if creative_type not in t.CREATIVE_TYPES:
-            raise SpecError("creative_type", f"unknown creative type {creative_type!r}; "
-                                             f"one of {sorted(t.CREATIVE_TYPES)}")
+            raise SpecError(
+                "creative_type",
+                f"unknown creative type {creative_type!r}; one of {sorted(t.CREATIVE_TYPES)}",
+            )
     promoted = _object(ad.get("promoted_object"), "promoted_object", optional=True)
     creative = _object(ad.get("creative"), "creative", optional=True)
 
@@ -283,15 +286,21 @@ def parse_ad(obj: object) -> AdDef:
     if raw_specs is None:
         raw_specs = []
     if not isinstance(raw_specs, list):
-        raise SpecError("tracking_specs", f"must be a list of action specs, "
-                                          f"got {type(raw_specs).__name__}")
+        raise SpecError(
+            "tracking_specs", f"must be a list of action specs, got {type(raw_specs).__name__}"
+        )
     specs = tuple(normalize_spec(s, f"tracking_specs[{i}]") for i, s in enumerate(raw_specs))
     return AdDef(
-        ad_id=_scalar(ad_id, "ad_id"), objective=objective, optimization_goal=goal,
+        ad_id=_scalar(ad_id, "ad_id"),
+        objective=objective,
+        optimization_goal=goal,
         billing_event=_enum(ad.get("billing_event"), "billing_event"),
-        creative_type=creative_type, ids=ids,
-        custom_event_type=event_type, custom_event_str=event_str,
-        promotes_catalog=catalog, tracking_specs=specs,
+        creative_type=creative_type,
+        ids=ids,
+        custom_event_type=event_type,
+        custom_event_str=event_str,
+        promotes_catalog=catalog,
+        tracking_specs=specs,
     )
 
 
@@ -306,12 +315,14 @@ def _check_goal(goal: str | None, ids: Mapping[str, str], event_type: str | None
                 known = [*sorted(t.CUSTOM_EVENT_TYPE_EVENTS), t.OTHER_EVENT_TYPE]
                 raise SpecError(path, f"{event_type!r} is not a pixel event type; one of {known}")
         elif t.APPLICATION_ID.name not in ids:
-            raise SpecError("promoted_object.pixel_id",
-                            f"required for optimization_goal {goal} (or application_id for "
-                            "app events)")
+            raise SpecError(
+                "promoted_object.pixel_id",
+                f"required for optimization_goal {goal} (or application_id for app events)",
+            )
     elif goal == "APP_INSTALLS" and t.APPLICATION_ID.name not in ids:
-        raise SpecError("promoted_object.application_id", "required for optimization_goal "
-                                                          "APP_INSTALLS")
+        raise SpecError(
+            "promoted_object.application_id", "required for optimization_goal APP_INSTALLS"
+        )
 
 
 def _ad(ad: AdDef | Mapping[str, object]) -> AdDef:
@@ -332,8 +343,9 @@ def table_objective(ad: AdDef | Mapping[str, object]) -> str | None:
     by_goal = t.ENGAGEMENT_GOAL_OBJECTIVES.get(a.optimization_goal or "")
     if a.objective == "OUTCOME_ENGAGEMENT" and by_goal is not None:
         return by_goal
-    if a.objective == "OUTCOME_SALES" and (a.promotes_catalog
-                                           or a.creative_type == t.DYNAMIC_PRODUCT):
+    if a.objective == "OUTCOME_SALES" and (
+        a.promotes_catalog or a.creative_type == t.DYNAMIC_PRODUCT
+    ):
         return "PRODUCT_CATALOG_SALES"
     return t.OBJECTIVE_ALIASES.get(a.objective)
 
@@ -374,17 +386,24 @@ class Skipped:
 
 def _fill(template: t.Template, ids: Mapping[str, str]) -> Spec | tuple[str, ...]:
     """The template with placeholders filled in, or the names of the missing ids."""
-    missing = sorted({v.name for vs in template.values() for v in vs
-                      if isinstance(v, t.Placeholder) and v.name not in ids})
+    missing = sorted(
+        {
+            v.name
+            for vs in template.values()
+            for v in vs
+            if isinstance(v, t.Placeholder) and v.name not in ids
+        }
+    )
     if missing:
         return tuple(missing)
-    return {key: tuple(sorted({v if isinstance(v, str) else ids[v.name] for v in values}))
-            for key, values in template.items()}
+    return {
+        key: tuple(sorted({v if isinstance(v, str) else ids[v.name] for v in values}))
+        for key, values in template.items()
+    }
 
 
 def _shape(template: t.Template) -> dict[str, tuple[str, ...]]:
-    return {k: tuple(v if isinstance(v, str) else v.name for v in vs)
-            for k, vs in template.items()}
+    return {k: tuple(v if isinstance(v, str) else v.name for v in vs) for k, vs in template.items()}
 
 
 def _row_applies(row: t.DefaultRow, a: AdDef, objective: str | None, sampled: bool) -> bool:
@@ -410,8 +429,9 @@ def _defaults(
     if a.creative_type is None and any(
         r.objective == objective and r.creatives is not None for r in t.DEFAULT_TRACKING_ROWS
     ):
-        notes.append(f"no creative_type: {objective} rows that depend on the creative "
-                     "were not applied")
+        notes.append(
+            f"no creative_type: {objective} rows that depend on the creative were not applied"
+        )
     for row in t.DEFAULT_TRACKING_ROWS:
         if not _row_applies(row, a, objective, include_sampled):
             continue
@@ -442,8 +462,14 @@ def _conversion(a: AdDef) -> tuple[ResolvedSpec | None, Skipped | None, str | No
             return ResolvedSpec(app, f"goal:{goal}/app_events"), None, None
         event = _event_name(a)
         if event is None:
-            return None, None, ("custom_event_type OTHER without custom_event_str: a custom "
-                                "conversion's rule is unknown to convstream, no conversion spec")
+            return (
+                None,
+                None,
+                (
+                    "custom_event_type OTHER without custom_event_str: a custom "
+                    "conversion's rule is unknown to convstream, no conversion spec"
+                ),
+            )
         spec = _fill(t.PIXEL_CONVERSION_SPEC, {**a.ids, t.EVENT_NAME.name: event})
         assert not isinstance(spec, tuple)
         return ResolvedSpec(spec, f"goal:{goal}/pixel"), None, None
@@ -488,15 +514,15 @@ class ResolvedAd:
             "tracking_spec_sources": [r.source for r in self.tracking_specs],
             "conversion_spec": spec_to_json(conv.spec) if conv else None,
             "conversion_spec_source": conv.source if conv else None,
-            "skipped": [{"source": s.source, "spec": spec_to_json(s.spec),
-                         "missing": list(s.missing)} for s in self.skipped],
+            "skipped": [
+                {"source": s.source, "spec": spec_to_json(s.spec), "missing": list(s.missing)}
+                for s in self.skipped
+            ],
             "notes": list(self.notes),
         }
 
 
-def resolve_ad(
-    ad: AdDef | Mapping[str, object], *, include_sampled: bool = False
-) -> ResolvedAd:
+def resolve_ad(ad: AdDef | Mapping[str, object], *, include_sampled: bool = False) -> ResolvedAd:
     """Resolve an ad's tracking specs and conversion spec (the catalog can keep the result).
 
     Defaults come from the seed's table; the ad's own ``tracking_specs`` are added after
@@ -511,8 +537,10 @@ def resolve_ad(
     rule = "replace" if a.objective in t.OVERWRITE_OBJECTIVES else "add"
     if rule == "replace" and custom:
         if defaults:
-            notes.append(f"objective {a.objective}: custom tracking specs replace the "
-                         f"{len(defaults)} default(s)")
+            notes.append(
+                f"objective {a.objective}: custom tracking specs replace the "
+                f"{len(defaults)} default(s)"
+            )
         candidates = custom
     else:
         candidates = defaults + custom
@@ -572,12 +600,17 @@ def conversion_actions(
     if pixel is None:
         raise SpecError("pixel_id", "missing")
     event = _scalar(event_name, "event_name")
-    actions: list[Action] = [{
-        ACTION_TYPE: t.OFFSITE_CONVERSION, "fb_pixel": pixel, "offsite_conversion.event": event,
-    }]
+    actions: list[Action] = [
+        {
+            ACTION_TYPE: t.OFFSITE_CONVERSION,
+            "fb_pixel": pixel,
+            "offsite_conversion.event": event,
+        }
+    ]
     if action_source == t.CRM_ACTION_SOURCE and has_lead_id:
-        actions.append({ACTION_TYPE: t.LEADGEN_QUALITY_CONVERSION, "fb_pixel": pixel,
-                        "dataset": pixel})
+        actions.append(
+            {ACTION_TYPE: t.LEADGEN_QUALITY_CONVERSION, "fb_pixel": pixel, "dataset": pixel}
+        )
     return actions
 
 
@@ -590,8 +623,11 @@ def actions_from_event(obj: object) -> list[Action]:
     if ACTION_TYPE in record:
         return [normalize_action(record)]
     if "pixel_id" not in record or "event_name" not in record:
-        raise SpecError(ROOT, "expected a conversion (pixel_id, event_name), an action "
-                              "(action.type) or a list of actions")
+        raise SpecError(
+            ROOT,
+            "expected a conversion (pixel_id, event_name), an action "
+            "(action.type) or a list of actions",
+        )
     user_data = _object(record.get("user_data"), "user_data", optional=True)
     source = record.get("action_source")
     event = record["event_name"]
@@ -600,8 +636,9 @@ def actions_from_event(obj: object) -> list[Action]:
     pixel = record["pixel_id"]
     if isinstance(pixel, bool) or not isinstance(pixel, str | int):
         raise SpecError("pixel_id", f"must be a numeric id, got {pixel!r}")
-    return conversion_actions(pixel, event, source if isinstance(source, str) else None,
-                              bool(user_data.get("lead_id")))
+    return conversion_actions(
+        pixel, event, source if isinstance(source, str) else None, bool(user_data.get("lead_id"))
+    )
 
 
 # --- matching -----------------------------------------------------------------
@@ -615,24 +652,27 @@ class SpecMatch:
     conversion_spec: bool
 
     def as_dict(self) -> dict[str, object]:
-        return {"ad_id": self.ad_id, "conversion_spec": self.conversion_spec,
-                "tracking_specs": list(self.tracking_specs)}
+        return {
+            "ad_id": self.ad_id,
+            "conversion_spec": self.conversion_spec,
+            "tracking_specs": list(self.tracking_specs),
+        }
 
 
 def _resolved(ad: ResolvedAd | AdDef | Mapping[str, object]) -> ResolvedAd:
     return ad if isinstance(ad, ResolvedAd) else resolve_ad(ad)
 
 
-def match_ad(
-    ad: ResolvedAd | AdDef | Mapping[str, object], actions: Sequence[Action]
-) -> SpecMatch:
+def match_ad(ad: ResolvedAd | AdDef | Mapping[str, object], actions: Sequence[Action]) -> SpecMatch:
     """Match an ad's resolved specs against a conversion's actions."""
     r = _resolved(ad)
     acts = [normalize_action(a, f"actions[{i}]") for i, a in enumerate(actions)]
-    tracking = [i for i, rs in enumerate(r.tracking_specs)
-                if any(spec_matches(rs.spec, a) for a in acts)]
+    tracking = [
+        i for i, rs in enumerate(r.tracking_specs) if any(spec_matches(rs.spec, a) for a in acts)
+    ]
     conv = r.conversion_spec is not None and any(
-        spec_matches(r.conversion_spec.spec, a) for a in acts)
+        spec_matches(r.conversion_spec.spec, a) for a in acts
+    )
     return SpecMatch(r.ad.ad_id, tracking, conv)
 
 
@@ -645,7 +685,9 @@ def _why_not(spec: Spec, acts: Sequence[Action]) -> list[tuple[int, list[str]]] 
 def _explain_one(rs: ResolvedSpec, acts: Sequence[Action]) -> dict[str, object]:
     why = _why_not(rs.spec, acts)
     return {
-        "spec": spec_to_json(rs.spec), "source": rs.source, "matched": why is None,
+        "spec": spec_to_json(rs.spec),
+        "source": rs.source,
+        "matched": why is None,
         "why_not": [{"action": i, "reasons": w} for i, w in why or []],
     }
 
@@ -672,8 +714,10 @@ def explain_lines(ad: ResolvedAd | AdDef | Mapping[str, object], event: object) 
     r = _resolved(ad)
     acts = actions_from_event(event)
     match = match_ad(r, acts)
-    lines = [f"ad {r.ad.ad_id}: tracking_specs {match.tracking_specs} matched, "
-             f"conversion_spec {'matched' if match.conversion_spec else 'not matched'}"]
+    lines = [
+        f"ad {r.ad.ad_id}: tracking_specs {match.tracking_specs} matched, "
+        f"conversion_spec {'matched' if match.conversion_spec else 'not matched'}"
+    ]
     lines.extend(f"  action {i}: {dict(a)}" for i, a in enumerate(acts))
     entries: list[tuple[str, ResolvedSpec | None]] = [
         (f"tracking_specs[{i}]", rs) for i, rs in enumerate(r.tracking_specs)

@@ -15,6 +15,7 @@ Key = tuple[str, ...]
 _METRICS: Final = {
     "messages_in": metrics.MESSAGES_IN,
     "events_in": metrics.EVENTS_IN,
+    "valid_events": metrics.VALID_EVENTS,
     "conversions_out": metrics.CONVERSIONS_OUT,
     "dead_letters": metrics.DEAD_LETTERS,
     "errors": metrics.ERRORS,
@@ -22,6 +23,10 @@ _METRICS: Final = {
     "pii_values": metrics.PII_VALUES,
     "non_conversions": metrics.NON_CONVERSIONS,
     "duplicates": metrics.DUPLICATES,
+    "kept": metrics.KEPT,
+    "merges": metrics.MERGES,
+    "replays": metrics.REPLAYS,
+    "late_duplicates": metrics.LATE_DUPLICATES,
     "candidates": metrics.CANDIDATES,
 }
 

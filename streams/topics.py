@@ -19,6 +19,7 @@ class AppTopics:
     conversions: Any
     candidates: Any
     dead_letter: Any
+    candidates_internal: Any  # <app_id>-dedup-in: ingest -> dedup, by pixel_id|event_name
 
 
 def declare(app: faust.App, settings: Settings) -> AppTopics:
@@ -42,4 +43,7 @@ def declare(app: faust.App, settings: Settings) -> AppTopics:
         conversions=raw(t.conversions),
         candidates=raw(t.candidates),
         dead_letter=raw(t.dead_letter),
+        candidates_internal=raw(
+            f"{settings.app_id}-dedup-in", internal=True, partitions=settings.partitions
+        ),
     )

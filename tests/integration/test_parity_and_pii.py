@@ -3,6 +3,7 @@ and a real worker writes no raw personal data to any topic, its log or /metrics.
 
 from __future__ import annotations
 
+import collections
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from streams import offline as offline_mod
 from tests.helpers import DELETE, pixel_hit, server_event, server_message
 from tests.integration.conftest import REPO, all_topics
 from tests.unit.test_no_raw_pii import RAW, UNKNOWN_KEY_VALUE, needles, user_data
@@ -62,11 +64,17 @@ def test_streaming_equals_offline_process(make_settings, start_worker, kafka, tm
     )
     offline = run_process(tmp_path, s, pixel_file, extra)
 
-    start_worker(s)
-    pixel_lines = [x for x in pixel_file.read_bytes().splitlines() if x.strip()]
-    server_lines = [x for x in extra.read_bytes().splitlines() if x.strip()]
-    kafka.produce(s, s.topics.pixel_raw, pixel_lines)
-    kafka.produce(s, s.topics.server_raw, server_lines)
+    worker = start_worker(s)
+    # the same input order as `process`: one message at a time, in received_at order
+    # (the worker reads the two raw topics independently; the order across them is
+    # only defined by when messages arrive)
+    lines = offline_mod.ordered(
+        offline_mod.read_lines("browser", s.topics.pixel_raw, pixel_file.read_bytes()),
+        offline_mod.read_lines("server", s.topics.server_raw, extra.read_bytes()),
+    )
+    for i, line in enumerate(lines):
+        kafka.produce(s, line.topic, [line.value])
+        worker.wait_metric("convstream_messages_in_total", i + 1, timeout=30)
     n_conv, n_dead = len(offline["conversions"]), len(offline["dead_letters"])
     assert n_conv > 20 and n_dead >= 2
     conv = kafka.read(s, s.topics.conversions, until_count=n_conv, idle_timeout=10, max_wait=60)
@@ -77,6 +85,23 @@ def test_streaming_equals_offline_process(make_settings, start_worker, kafka, tm
     off_conv = sorted(
         (without_emitted(r) for r in offline["conversions"]), key=lambda r: r["conversion_id"]
     )
+    repeated = collections.Counter(r["conversion_id"][:8] for r in stream_conv)
+    assert [k for k, n in repeated.items() if n > 1] == [], "outputs repeated"
+    by_id = {r["conversion_id"]: r for r in off_conv}
+    diffs = {
+        r["conversion_id"][:8]: sorted(
+            k for k in set(r) | set(by_id.get(r["conversion_id"], {}))
+            if r.get(k) != by_id.get(r["conversion_id"], {}).get(k)
+        )
+        for r in stream_conv
+    }
+    assert {k: v for k, v in diffs.items() if v} == {}
+    s_ids = sorted(r["conversion_id"] for r in stream_conv)
+    missing = [
+        (r["event_name"], r["event_id"], r["sources"]) for r in off_conv
+        if r["conversion_id"] not in s_ids
+    ]
+    assert missing == [], str(missing)
     assert stream_conv == off_conv
     key = lambda r: orjson.dumps(r, option=orjson.OPT_SORT_KEYS)  # noqa: E731
     stream_dead = sorted((comparable_dead_letter(orjson.loads(v)) for _, v, _, _ in dead), key=key)
@@ -98,7 +123,7 @@ def test_worker_writes_no_raw_pii_anywhere(make_settings, start_worker, kafka) -
     ]
     params = {f"ud[{k}]": v for k, (v, _) in RAW.items()}
     params["ud[mail]"] = UNKNOWN_KEY_VALUE
-    pixel = [pixel_hit(params), pixel_hit({**params, "cd[currency]": "NOPE"})]
+    pixel = [pixel_hit({**params, "eid": "px-1"}), pixel_hit({**params, "cd[currency]": "NOPE"})]
     kafka.produce(s, s.topics.server_raw, server)
     kafka.produce(s, s.topics.pixel_raw, pixel)
     worker.wait_metric("convstream_messages_in_total", len(server) + len(pixel))
