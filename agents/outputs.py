@@ -55,7 +55,7 @@ class Outputs:
         return n
 
     async def write(self, result: Result) -> None:
-        items: list[tuple[str, bytes, bytes]] = [
+        items: list[tuple[str, bytes, bytes | None]] = [
             (self.conversions, self.key(rec), orjson.dumps(rec)) for rec in result.conversions
         ]
         for dl in result.dead_letters:
@@ -64,15 +64,21 @@ class Outputs:
             items.append((self.dead_letter, key, orjson.dumps(dl)))
         await self.send_all(items)
 
-    async def send_all(self, items: list[tuple[str, bytes, bytes]]) -> None:
-        """Send (topic, key, value) items; return once the broker acknowledged all."""
+    async def send_all(
+        self, items: list[tuple[str, bytes, bytes | None]], partitions: list[int] | None = None
+    ) -> None:
+        """Send (topic, key, value) items, to ``partitions[i]`` when given (else by key);
+        return once the broker acknowledged all. A None value is a tombstone."""
         if not items:
             return
         producer = self.producer
         batches: dict[tuple[str, int], Any] = {}
         pending: list[asyncio.Future[Any]] = []
-        for topic, key, value in items:
-            part = partition_for(key, await self._count(topic))
+        for i, (topic, key, value) in enumerate(items):
+            if partitions is not None:
+                part = partitions[i]
+            else:
+                part = partition_for(key, await self._count(topic))
             batch = batches.get((topic, part))
             if batch is None:
                 batch = batches[(topic, part)] = producer.create_batch()
