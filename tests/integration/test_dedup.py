@@ -206,10 +206,7 @@ def test_scale_out_with_a_rebalance_gives_the_same_output(
     )
     assert len(ids) == k
     assert {r["event_id"] for r in out} == {f"c-{i}" for i in range(k)}
-    # KNOWN DEFECT (issue 4 note): when a rebalance moves the dedup partition mid-stream,
-    # some repeats carry a different copy (the next copy emitted again). No conversion is
-    # lost; the count of such repeats is printed here until it is fixed.
-    print(f"scale-out: {len(differing_repeats(out))} repeats with a different copy")
+    assert_repeats_are_identical(out)
     # which copy is first depends on arrival across the two raw topics; how many are
     # duplicates does not
     dups = sum(w.metric("convstream_duplicates_total") for w in (w1, w2, w3))
