@@ -105,6 +105,55 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
         return records, partitions
 
 
+STATE_PREFIXES = frozenset({b"e|", b"f|", b"x|", b"b|"})  # streams/dedupe.py keys
+
+
+class Sweeper:
+    """Expiry of dedup state (SPEC §6: 48 h): per partition, about once a minute, keys
+    whose time is older than the partition's stream time (latest received_at seen) minus
+    the window are deleted through the overlay, so their changelog tombstones follow the
+    batch's outputs and recovery cannot bring them back. Needs the RocksDB store (one
+    database per partition); with ``memory://`` (dev only) state is not swept."""
+
+    def __init__(self, table: Any, window: int, every: float) -> None:
+        self.table = table
+        self.window = window
+        self.every = every  # wall-clock seconds between two sweeps of one partition
+        self.stream_time: dict[int, float] = {}
+        self.last_sweep: dict[int, float] = {}
+
+    def observe(self, partition: int, received_at: float) -> None:
+        if received_at > self.stream_time.get(partition, float("-inf")):
+            self.stream_time[partition] = received_at
+
+    def sweep(self, state: Overlay, events_by_partition: dict[int, Any], now: float) -> int:
+        dbs = getattr(self.table.data, "_dbs", None)
+        if not isinstance(dbs, dict):
+            return 0
+        removed = 0
+        for partition, event in events_by_partition.items():
+            if now - self.last_sweep.get(partition, 0.0) < self.every:
+                continue
+            self.last_sweep[partition] = now
+            db = dbs.get(partition)
+            if db is None:
+                continue
+            cutoff = self.stream_time.get(partition, float("-inf")) - self.window
+            state.event = event  # tombstones go to this partition's changelog
+            for kb, vb in db.items():
+                # the database also holds Faust's own metadata (its changelog offset)
+                if not isinstance(kb, bytes) or kb[:2] not in STATE_PREFIXES or vb is None:
+                    continue
+                key = kb.decode()
+                if key in state.pending:  # rewritten by this batch: fresh
+                    continue
+                value = orjson.loads(vb)
+                if isinstance(value, dict) and value.get("t", cutoff) < cutoff:
+                    state.pending[key] = (None, event)
+                    removed += 1
+        return removed
+
+
 def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) -> Any:
     table = app.Table(
         "dedup",
@@ -114,6 +163,8 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
         value_type=bytes,
         help="SPEC §6 dedup state: event-id keys, fallback registrations (48 h)",
     )
+
+    sweeper = Sweeper(table, settings.dedup_window, settings.dedup_sweep_interval)
 
     async def dedup(stream: Any) -> None:
         outputs: Outputs | None = None
@@ -139,11 +190,18 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
         stage = DedupStage(Deduper(state, {}, window=settings.dedup_window))
         tally = Tally()
         emitted: list[dict[str, Any]] = []
+        last_event: dict[int, Any] = {}
         for event in events:
             set_current_event(event)
             state.event = event
             # only our ingest writes this topic: a record that does not decode is a bug
-            stage.run([orjson.loads(event.message.value)], tally, emitted)
+            rec = orjson.loads(event.message.value)
+            stage.run([rec], tally, emitted)
+            sweeper.observe(event.message.partition, rec["received_at"])
+            last_event[event.message.partition] = event
+        expired = sweeper.sweep(state, last_event, time.time())
+        if expired:
+            tally["expired",] += expired
         await outputs.send_all(
             [
                 (settings.topics.conversions, r["conversion_id"].encode(), orjson.dumps(r))

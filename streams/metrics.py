@@ -127,6 +127,11 @@ LATE_DUPLICATES: Final = Counter(
     "Copies of a key whose dedup window had ended: kept again",
     registry=REGISTRY,
 )
+EXPIRED: Final = Counter(
+    "convstream_dedup_expired_keys",
+    "Dedup state keys deleted because their window ended",
+    registry=REGISTRY,
+)
 HELD: Final = Gauge(
     "convstream_dedup_held", "Conversions held for the merge window", registry=REGISTRY
 )

@@ -43,6 +43,7 @@ class Settings:
     batch_size: int = 1000
     batch_within: float = 0.05
     dedup_window: int = 172_800
+    dedup_sweep_interval: float = 60.0
     merge_window: int = 0
     pixel_allowlist: frozenset[str] | None = None
     default_phone_country: str | None = None
@@ -87,6 +88,7 @@ ENV_VARS: dict[str, str] = {
     "CONVSTREAM_BATCH_SIZE": "max messages handled per batch",
     "CONVSTREAM_BATCH_WITHIN": "max seconds to wait to fill a batch",
     "CONVSTREAM_DEDUP_WINDOW": "dedup window in seconds (SPEC: 172800)",
+    "CONVSTREAM_DEDUP_SWEEP_INTERVAL": "seconds between expiry sweeps of a partition's state",
     "CONVSTREAM_MERGE_WINDOW": "seconds a first copy is held for merging (0: emit at once)",
     "CONVSTREAM_PIXEL_ALLOWLIST": "comma-separated pixel ids; others are dead-lettered",
     "CONVSTREAM_DEFAULT_PHONE_COUNTRY": "ISO country whose calling code prefixes bare phones",
@@ -190,6 +192,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         kw["batch_within"] = _float("CONVSTREAM_BATCH_WITHIN", v, 0.001, 60.0)
     if (v := get("CONVSTREAM_DEDUP_WINDOW")) is not None:
         kw["dedup_window"] = _int("CONVSTREAM_DEDUP_WINDOW", v, 1, 30 * 86_400)
+    if (v := get("CONVSTREAM_DEDUP_SWEEP_INTERVAL")) is not None:
+        kw["dedup_sweep_interval"] = _float("CONVSTREAM_DEDUP_SWEEP_INTERVAL", v, 0.0, 86_400.0)
     if (v := get("CONVSTREAM_MERGE_WINDOW")) is not None:
         kw["merge_window"] = _int("CONVSTREAM_MERGE_WINDOW", v, 0, 86_400)
     if (v := get("CONVSTREAM_PIXEL_ALLOWLIST")) is not None:
@@ -241,6 +245,7 @@ def to_env(s: Settings) -> dict[str, str]:
         "CONVSTREAM_BATCH_SIZE": str(s.batch_size),
         "CONVSTREAM_BATCH_WITHIN": repr(s.batch_within),
         "CONVSTREAM_DEDUP_WINDOW": str(s.dedup_window),
+        "CONVSTREAM_DEDUP_SWEEP_INTERVAL": repr(s.dedup_sweep_interval),
         "CONVSTREAM_MERGE_WINDOW": str(s.merge_window),
         "KAFKA_SECURITY_PROTOCOL": s.security_protocol,
     }

@@ -27,6 +27,7 @@ _METRICS: Final = {
     "merges": metrics.MERGES,
     "replays": metrics.REPLAYS,
     "late_duplicates": metrics.LATE_DUPLICATES,
+    "expired": metrics.EXPIRED,
     "candidates": metrics.CANDIDATES,
 }
 

@@ -44,8 +44,11 @@ fetch() {
   need java "Java 17+"; need mvn "Apache Maven"
   say "fetching Apache Kafka $version from Maven Central into $libs"
   rm -rf "$libs.tmp"
-  mvn -q -B -Dstyle.color=never -f "$here/pom.xml" -Dkafka.version="$version" \
-    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs.tmp" >&2
+  if ! mvn -q -B -f "$here/pom.xml" -Dkafka.version="$version" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs.tmp" \
+    >"$dir/mvn.log" 2>&1; then
+    say "maven could not fetch the broker; its output:"; cat "$dir/mvn.log" >&2; exit 1
+  fi
   rm -rf "$libs"; mv "$libs.tmp" "$libs"; touch "$libs/.complete"
 }
 

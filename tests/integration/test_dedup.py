@@ -211,3 +211,21 @@ def test_scale_out_with_a_rebalance_gives_the_same_output(
     # duplicates does not
     dups = sum(w.metric("convstream_duplicates_total") for w in (w1, w2, w3))
     assert dups >= 2 * k
+
+
+def test_expired_state_is_deleted_and_not_resurrected(make_settings, start_worker, kafka) -> None:
+    s = make_settings(partitions=1, dedup_window=3600, dedup_sweep_interval=0.0)
+    kafka.create_topics(s, all_topics(s))
+    w = start_worker(s)
+    t = RECEIVED_AT
+    send_in_order(kafka, s, w, [("server", server("old", t))])
+    # stream time moves past the window: the sweep deletes the key of "old"
+    send_in_order(kafka, s, w, [("server", server("new", t + 3600 + 60))])
+    w.wait_metric("convstream_dedup_expired_keys_total", 1, timeout=30)
+    w.stop()
+    w2 = start_worker(s)  # restored from RocksDB and the changelog
+    # a copy of "old" that would be a duplicate if its key came back
+    send_in_order(kafka, s, w2, [("browser", browser("old", t + 10))])
+    out = conversions(kafka, s, expect=3, idle=3)
+    assert sorted(r["event_id"] for r in out) == ["new", "old", "old"]
+    assert w2.metric("convstream_duplicates_total") == 0
