@@ -121,6 +121,7 @@ class Sweeper:
         self.every = every  # wall-clock seconds between two sweeps of one partition
         self.stream_time: dict[int, float] = {}
         self.last_sweep: dict[int, float] = {}
+        self.live: dict[int, int] = {}  # keys left after the last sweep, per partition
 
     def observe(self, partition: int, received_at: float) -> None:
         if received_at > self.stream_time.get(partition, float("-inf")):
@@ -140,6 +141,7 @@ class Sweeper:
                 continue
             cutoff = self.stream_time.get(partition, float("-inf")) - self.window
             state.event = event  # tombstones go to this partition's changelog
+            live = 0
             for kb, vb in db.items():
                 # the database also holds Faust's own metadata (its changelog offset)
                 if not isinstance(kb, bytes) or kb[:2] not in STATE_PREFIXES or vb is None:
@@ -151,6 +153,11 @@ class Sweeper:
                 if isinstance(value, dict) and value.get("t", cutoff) < cutoff:
                     state.pending[key] = (None, event)
                     removed += 1
+                else:
+                    live += 1
+            self.live[partition] = live
+        # approximate (partitions this worker swept; refreshed each sweep)
+        metrics.DEDUP_KEYS.set(sum(self.live.values()))
         return removed
 
 

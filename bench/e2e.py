@@ -89,6 +89,18 @@ async def outputs_done(s) -> int:  # type: ignore[no-untyped-def]
     return conv + await total_end(s.bootstrap_servers, s.topics.dead_letter)
 
 
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process, from /proc (Linux)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -131,7 +143,10 @@ def run_workers(s, m: int, loop: str, log: Path, workers: int) -> float:  # type
         t0 = time.perf_counter()
         while True:
             if asyncio.run(outputs_done(s)) >= m:
-                return time.perf_counter() - t0
+                elapsed = time.perf_counter() - t0
+                for i, p in enumerate(procs):
+                    print(f"worker {i} RSS at the end: {rss_mib(p.pid):,.0f} MiB")
+                return elapsed
             if any(p.poll() is not None for p in procs):
                 raise SystemExit(f"a worker died; see {log}.*.log")
             time.sleep(0.25)
