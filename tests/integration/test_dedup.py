@@ -229,3 +229,25 @@ def test_expired_state_is_deleted_and_not_resurrected(make_settings, start_worke
     out = conversions(kafka, s, expect=3, idle=3)
     assert sorted(r["event_id"] for r in out) == ["new", "old", "old"]
     assert w2.metric("convstream_duplicates_total") == 0
+
+
+def test_48h_edge_on_the_broker(make_settings, start_worker, kafka) -> None:
+    s = make_settings(partitions=1)
+    kafka.create_topics(s, all_topics(s))
+    w = start_worker(s)
+    t, window = RECEIVED_AT - 200_000, 172_800  # received_at is the reference, not the clock
+    send_in_order(
+        kafka, s, w,
+        [
+            ("server", server("edge", t)),
+            ("browser", browser("edge", t + window)),  # exactly 48 h later: a duplicate
+            ("server", server("edge", t + window + 1)),  # one second more: a new conversion
+        ],
+    )  # fmt: skip
+    out = conversions(kafka, s, expect=2, idle=3)
+    assert [(r["event_id"], r["received_at"]) for r in out] == [
+        ("edge", t),
+        ("edge", t + window + 1),
+    ]
+    assert w.metric("convstream_duplicates_total") == 1
+    assert w.metric("convstream_dedup_late_duplicates_total") == 1
