@@ -76,18 +76,13 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
         self[key]  # raises KeyError when absent
         self.pending[key] = (None, self.event)
 
-    def __iter__(self) -> Iterator[str]:  # not used on the hot path
-        seen = set(self.pending)
-        for k, (v, _) in self.pending.items():
-            if v is not None:
-                yield k
-        for raw in list(self.table.keys()):
-            k = raw.decode()
-            if k not in seen:
-                yield k
+    def __iter__(self) -> Iterator[str]:
+        # Iterating would cross partitions (the table spans all of this worker's); the
+        # decisions never iterate, and expiry walks one partition's database (Sweeper).
+        raise TypeError("the dedup overlay is not iterable; see Sweeper for expiry")
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        raise TypeError("the dedup overlay has no length; see Sweeper for expiry")
 
     def apply(self) -> tuple[list[tuple[str, bytes, bytes | None]], list[int]]:
         """Write the pending changes to the local store (each in its event's partition)

@@ -184,9 +184,8 @@ class DedupStage:
             source = rec["sources"][0]
             d = self.deduper.decide(rec, source)
             if d.action == "duplicate":
-                kept = self.deduper.state.get(
-                    f"e|{rec['pixel_id']}|{rec['event_name']}|{rec.get('event_id')}"
-                )
+                ekey = event_id_key(rec)
+                kept = self.deduper.state.get(ekey) if ekey else None
                 kept_src = kept["src"] if d.method == "event_id" and kept else "browser"
                 tally["duplicates", d.method, f"{kept_src}>{source}"] += 1
                 if d.merged:

@@ -67,12 +67,12 @@ def process(settings: Settings, lines: Iterable[Line], now: float) -> Result:
         Deduper({}, {}, window=settings.dedup_window, merge_window=settings.merge_window)
     )
     out = Result()
-    candidates = Result()
+    # the pipeline writes dead letters and counts straight into ``out``; its valid
+    # events go through dedup first
+    candidates = Result(dead_letters=out.dead_letters, tally=out.tally)
     stream_time = float("-inf")
     for line in lines:
         candidates.conversions.clear()
-        candidates.dead_letters = out.dead_letters
-        candidates.tally = out.tally
         origin = Origin(line.topic, None, line.number)
         pipeline.process(line.source, line.value, origin, now, candidates)
         ra = _received_at(line.value)
