@@ -12,6 +12,14 @@ acks the offsets. A crash can therefore only repeat an output (same conversion_i
 never mark a key seen whose conversion was not written. A kept event read again after
 a crash is recognised (same conversion_id, received_at and source) and not counted as
 a duplicate.
+
+Merge window (W > 0): a kept copy is held as ``h|<conversion_id>`` in the same table
+(so it is in RocksDB and the changelog: it survives restarts and rebalances) and
+released, oldest first, once its partition's stream time (latest received_at) passes
+``received_at + W``. A quiet partition's stream time would never move, so every worker
+sends a *tick* to each partition of the topic about once a second; at a tick the
+partition's stream time is extrapolated by the wall-clock time since its last event.
+Releasing goes through the same ordered path: produce, await, then delete ``h|``.
 """
 
 from __future__ import annotations
@@ -19,16 +27,16 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Iterator, MutableMapping
-from typing import Any
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any, Final
 
 import orjson
 from faust.streams import _current_event
 
 from agents.failfast import die
-from agents.outputs import Outputs
+from agents.outputs import Outputs, partition_for
 from streams import metrics
-from streams.dedupe import Deduper, DedupStage
+from streams.dedupe import Deduper, DedupStage, partition_key
 from streams.settings import Settings
 from streams.tally import Tally
 
@@ -117,6 +125,88 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
         return records, partitions
 
 
+HELD = "h|"
+TICK: Final = b'{"tick":true}'  # a message on the dedup topic that only moves time
+TICK_INTERVAL: Final = 1.0  # seconds
+
+
+class Held(MutableMapping[str, dict[str, Any]]):
+    """The held records of one partition (``cid -> {"due", "rec"}``), loaded once per
+    batch; writes also go to the overlay as ``h|<cid>`` (store + changelog)."""
+
+    def __init__(self, state: Overlay, loaded: dict[str, dict[str, Any]]) -> None:
+        self.state = state
+        self.items_ = loaded
+
+    def __getitem__(self, cid: str) -> dict[str, Any]:
+        return self.items_[cid]
+
+    def __setitem__(self, cid: str, value: dict[str, Any]) -> None:
+        self.items_[cid] = value
+        self.state[HELD + cid] = value
+
+    def __delitem__(self, cid: str) -> None:
+        del self.items_[cid]
+        del self.state[HELD + cid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.items_)
+
+    def __len__(self) -> int:
+        return len(self.items_)
+
+
+def load_held(table: Any, state: Overlay, partition: int, partitions: int) -> dict[str, Any]:
+    """Every held record of ``partition``: a prefix scan of its RocksDB database (or of
+    the whole memory store, filtered by partition), then this batch's pending writes."""
+    out: dict[str, Any] = {}
+    prefix = HELD.encode()
+    db_for = getattr(table.data, "_db_for_partition", None)
+    if db_for is not None:
+        for kb, vb in db_for(partition).items(from_key=prefix):
+            if not isinstance(kb, bytes) or not kb.startswith(prefix):
+                break
+            if vb is not None:
+                out[kb[2:].decode()] = orjson.loads(vb)
+    else:  # memory:// (dev): one dict for all partitions
+        for kb, vb in list(table.data.items()):
+            if isinstance(kb, bytes) and kb.startswith(prefix) and vb is not None:
+                value = orjson.loads(vb)
+                if partition_for(partition_key(value["rec"]), partitions) == partition:
+                    out[kb[2:].decode()] = value
+    for key, (value, event) in state.pending.items():
+        if key.startswith(HELD) and event.message.partition == partition:
+            if value is None:
+                out.pop(key[2:], None)
+            else:
+                out[key[2:]] = value
+    return out
+
+
+class Clock:
+    """Per-partition stream time for releasing held records, extrapolated by the wall
+    clock while a partition is quiet (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.stream: dict[int, float] = {}
+        self.wall: dict[int, float] = {}
+
+    def observe(self, partition: int, received_at: float, wall: float) -> float:
+        if received_at > self.stream.get(partition, float("-inf")):
+            self.stream[partition] = received_at
+        self.wall[partition] = wall
+        return self.stream[partition]
+
+    def tick(self, partition: int, held: Mapping[str, Any], wall: float) -> float:
+        if partition not in self.stream:
+            # nothing seen since start or assignment: start from the held records' time
+            if not held:
+                return float("-inf")
+            latest = max(h["rec"]["received_at"] for h in held.values())
+            self.stream[partition], self.wall[partition] = latest, wall
+        return self.stream[partition] + (wall - self.wall[partition])
+
+
 STATE_PREFIXES = frozenset({b"e|", b"f|", b"x|", b"b|"})  # streams/dedupe.py keys
 
 
@@ -196,6 +286,9 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
     )
 
     sweeper = Sweeper(table, settings.dedup_window, settings.dedup_sweep_interval)
+    merge_window = settings.merge_window
+    clock = Clock()
+    held_now: dict[int, int] = {}  # held records per partition after its last batch
 
     async def dedup(stream: Any) -> None:
         outputs: Outputs | None = None
@@ -207,29 +300,53 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
             except BaseException as exc:  # never let Faust ack a batch we did not finish
                 die("dedup", exc)
 
+    async def outputs_ready() -> Outputs:
+        await producer_holder.producer_ready.wait()
+        return Outputs(
+            producer_holder.producer, settings.topics.conversions, settings.topics.dead_letter
+        )
+
     async def batch(events: Any, outputs: Outputs | None) -> Outputs:
         """Decide, produce and await, then write the table (see the module docstring)."""
         t0 = time.perf_counter()
         if outputs is None:
-            await producer_holder.producer_ready.wait()
-            outputs = Outputs(
-                producer_holder.producer,
-                settings.topics.conversions,
-                settings.topics.dead_letter,
-            )
+            outputs = await outputs_ready()
         state = Overlay(table)
-        stage = DedupStage(Deduper(state, {}, window=settings.dedup_window))
+        stages: dict[int, DedupStage] = {}  # per partition: its held records differ
+
+        def stage_for(partition: int) -> DedupStage:
+            stage = stages.get(partition)
+            if stage is None:
+                held: MutableMapping[str, dict[str, Any]] = {}
+                if merge_window > 0:
+                    loaded = load_held(table, state, partition, settings.partitions)
+                    held = Held(state, loaded)
+                stage = stages[partition] = DedupStage(
+                    Deduper(state, held, window=settings.dedup_window, merge_window=merge_window)
+                )
+            return stage
+
         tally = Tally()
         emitted: list[dict[str, Any]] = []
         last_event: dict[int, Any] = {}
+        wall = time.time()
         for event in events:
             set_current_event(event)
             state.event = event
+            part = event.message.partition
+            last_event[part] = event
+            stage = stage_for(part)
+            if event.message.value == TICK:
+                if merge_window > 0:
+                    now = clock.tick(part, stage.deduper.held, wall)
+                    stage.release(now, tally, emitted)
+                continue
             # only our ingest writes this topic: a record that does not decode is a bug
             rec = orjson.loads(event.message.value)
+            if merge_window > 0:
+                stage.release(clock.observe(part, rec["received_at"], wall), tally, emitted)
             stage.run([rec], tally, emitted)
-            sweeper.observe(event.message.partition, rec["received_at"])
-            last_event[event.message.partition] = event
+            sweeper.observe(part, rec["received_at"])
         expired = sweeper.sweep(state, last_event, time.time())
         if expired:
             tally["expired",] += expired
@@ -245,9 +362,25 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
         changelog, partitions = state.apply()
         await outputs.send_all(changelog, partitions)
         tally.flush()
+        if merge_window > 0:
+            held_now.update((p, len(st.deduper.held)) for p, st in stages.items())
+            metrics.HELD.set(sum(held_now.values()))
         metrics.BATCH_SECONDS.labels("dedup").observe(time.perf_counter() - t0)
         metrics.BATCH_SIZE.labels("dedup").observe(len(events))
         return outputs
+
+    if merge_window > 0:
+        tick_outputs: list[Outputs] = []
+
+        async def tick() -> None:
+            """One tick to every partition of the dedup topic: quiet partitions release."""
+            if not tick_outputs:
+                tick_outputs.append(await outputs_ready())
+            topic = topics.candidates_internal.get_topic_name()
+            n = settings.partitions
+            await tick_outputs[0].send_all([(topic, b"tick", TICK)] * n, list(range(n)))
+
+        app.timer(TICK_INTERVAL, name="convstream.dedup.tick")(tick)
 
     app.agent(topics.candidates_internal, name="convstream.dedup")(dedup)
     return table

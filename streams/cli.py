@@ -33,11 +33,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     s = _settings(args)
-    if s.merge_window > 0:
-        raise SettingsError(
-            "CONVSTREAM_MERGE_WINDOW > 0 is not supported by the worker yet (held conversions "
-            "are not wired to the Faust tables); `convstream process --merge-window` supports it"
-        )
     if args.loop == "uvloop":
         try:
             import uvloop

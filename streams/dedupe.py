@@ -10,7 +10,9 @@ state. Keys in the state mapping (values are small JSON-able dicts):
   browser event, for the fallback rule: ``{"t": received_at, "cid": its conversion_id}``.
 - ``b|<cid>``: ``{"t": received_at, "absorbed": bool}``: one-to-one bookkeeping of a kept
   browser event (absorbs at most one server copy, whichever fallback key matched).
-- ``h|<cid>``: a held conversion (merge window > 0): ``{"due": t, "rec": record}``.
+- ``h|<cid>``: a held conversion (merge window > 0): ``{"due": t, "rec": record,
+  "seen": [[received_at, source], ...]}`` (the copies merged into it, so a copy read
+  again after a crash is a replay, not a second merge).
 
 Time is the data's: ``received_at`` decides windows; ``expire`` and ``due`` take the
 caller's notion of now (stream time offline, stream time or the clock in the worker).
@@ -18,6 +20,7 @@ caller's notion of now (stream time offline, stream time or the clock in the wor
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -101,6 +104,9 @@ class Deduper:
         self.held = held
         self.window = window
         self.merge_window = merge_window
+        # (due, cid) of every held record: releasing is O(released), not O(held)
+        self._due: list[tuple[float, str]] = [(h["due"], cid) for cid, h in held.items()]
+        heapq.heapify(self._due)
 
     def decide(self, rec: dict[str, Any], source: str) -> Decision:
         t = rec["received_at"]
@@ -134,13 +140,21 @@ class Deduper:
         rec["dedup"] = {"method": "event_id" if ekey else None, "duplicates": 0}
         method: Method | None = "event_id" if ekey else None
         if self.merge_window > 0:
-            self.held[cid] = {"due": t + self.merge_window, "rec": rec}
+            due = t + self.merge_window
+            self.held[cid] = {"due": due, "rec": rec}
+            heapq.heappush(self._due, (due, cid))
             return Decision("hold", method, late=late)
         return Decision("emit", method, late=late, emit=[rec])
 
     def _duplicate(self, rec: dict[str, Any], method: Method, kept_cid: str) -> Decision:
         held = self.held.get(kept_cid)
         if held is not None:
+            # a copy read again after a crash must not be merged (and counted) twice
+            mark = [rec["received_at"], rec["sources"][0]]
+            seen = held.setdefault("seen", [])
+            if mark in seen:
+                return Decision("replay", method, kept_cid=kept_cid)
+            seen.append(mark)
             kept = held["rec"]
             merge(kept, rec)
             kept["dedup"]["duplicates"] += 1
@@ -152,10 +166,12 @@ class Deduper:
     def due(self, now: float) -> list[dict[str, Any]]:
         """Held records whose merge window ended before ``now``, oldest first; removed.
         (A copy arriving exactly at the end of the window is still merged.)"""
-        ready = sorted((h["due"], cid) for cid, h in self.held.items() if h["due"] < now)
         out = []
-        for _, cid in ready:
-            out.append(self.held.pop(cid)["rec"])
+        while self._due and self._due[0][0] < now:
+            _, cid = heapq.heappop(self._due)
+            held = self.held.pop(cid, None)
+            if held is not None:
+                out.append(held["rec"])
         return out
 
     def flush(self) -> list[dict[str, Any]]:

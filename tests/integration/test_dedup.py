@@ -251,3 +251,50 @@ def test_48h_edge_on_the_broker(make_settings, start_worker, kafka) -> None:
     ]
     assert w.metric("convstream_duplicates_total") == 1
     assert w.metric("convstream_dedup_late_duplicates_total") == 1
+
+
+def test_merge_window_merges_copies_and_held_ones_survive_a_sigkill(
+    make_settings, start_worker, kafka
+) -> None:
+    s = make_settings(partitions=1, merge_window=3600)
+    kafka.create_topics(s, all_topics(s))
+    t = RECEIVED_AT - 100_000
+    w = start_worker(s)
+    send_in_order(kafka, s, w, [("browser", browser("m-1", t)), ("server", server("m-1", t + 1))])
+    w.wait_metric("convstream_dedup_merges_total", 1, timeout=30)
+    assert w.metric("convstream_dedup_held") == 1
+    assert w.metric("convstream_conversions_out_total") == 0  # held, not emitted
+    w.stop(sig=signal.SIGKILL)
+    w2 = start_worker(s)  # the held conversion comes back from RocksDB / the changelog
+    send_in_order(kafka, s, w2, [("server", server("m-1", t + 2))])  # a retry: merged too
+    w2.wait_metric("convstream_dedup_merges_total", 1, timeout=30)
+    # stream time passes the window: m-1 is released; m-2 is held in its turn
+    send_in_order(kafka, s, w2, [("browser", browser("m-2", t + 3600 + 10))])
+    out = conversions(kafka, s, expect=2, idle=4)
+    assert [r["event_id"] for r in out] == ["m-1"]
+    rec = out[0]
+    assert rec["sources"] == ["browser", "server"]
+    assert rec["dedup"] == {"method": "event_id", "duplicates": 2}
+    assert rec["received_at"] == t  # the first copy, with what the others added
+    assert {"em", "fbp", "client_ip_address"} <= set(rec["user_data"])
+    w2.wait_metric("convstream_dedup_held", 1, timeout=10)
+    assert w2.metric("convstream_dedup_held") == 1  # m-2
+
+
+def test_merge_window_releases_a_quiet_partition(make_settings, start_worker, kafka) -> None:
+    s = make_settings(partitions=3, merge_window=2)
+    kafka.create_topics(s, all_topics(s))
+    w = start_worker(s)
+    t = RECEIVED_AT
+    send_in_order(kafka, s, w, [("browser", browser("q-1", t)), ("server", server("q-1", t + 1))])
+    # no later event moves stream time: the ticks (wall clock) release it, merged
+    started = time.monotonic()
+    out = conversions(kafka, s, expect=1, idle=15)
+    waited = time.monotonic() - started
+    assert [(r["event_id"], r["sources"]) for r in out] == [("q-1", ["browser", "server"])]
+    assert waited < 14
+    deadline = time.time() + 10
+    while w.metric("convstream_dedup_held") != 0 and time.time() < deadline:
+        time.sleep(0.2)
+    assert w.metric("convstream_dedup_held") == 0
+    assert w.metric("convstream_dedup_merges_total") == 1

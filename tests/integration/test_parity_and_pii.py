@@ -31,7 +31,9 @@ def comparable_dead_letter(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in without_emitted(rec).items() if k not in ("partition", "offset")}
 
 
-def run_process(tmp_path: Path, s: Any, pixel: Path, server: Path) -> dict[str, list[Any]]:
+def run_process(
+    tmp_path: Path, s: Any, pixel: Path, server: Path, *extra: str
+) -> dict[str, list[Any]]:
     out = tmp_path / "offline"
     env_topics = {
         "CONVSTREAM_TOPIC_PIXEL_RAW": s.topics.pixel_raw,
@@ -40,7 +42,7 @@ def run_process(tmp_path: Path, s: Any, pixel: Path, server: Path) -> dict[str, 
         "PATH": "/usr/bin:/bin",
     }
     cmd = [sys.executable, "-m", "streams.cli", "process", "--pixel", str(pixel),
-           "--server", str(server), "--out", str(out)]  # fmt: skip
+           "--server", str(server), "--out", str(out), *extra]  # fmt: skip
     proc = subprocess.run(cmd, env=env_topics, capture_output=True, text=True, check=True)
     assert "conversions" in proc.stdout
     return {
@@ -49,8 +51,12 @@ def run_process(tmp_path: Path, s: Any, pixel: Path, server: Path) -> dict[str, 
     }
 
 
-def test_streaming_equals_offline_process(make_settings, start_worker, kafka, tmp_path) -> None:
-    s = make_settings(partitions=1)  # one partition: the stream sees the file order
+@pytest.mark.parametrize("merge_window", [0, 5])
+def test_streaming_equals_offline_process(
+    make_settings, start_worker, kafka, tmp_path, merge_window
+) -> None:
+    # one partition: the stream sees the file order
+    s = make_settings(partitions=1, merge_window=merge_window)
     kafka.create_topics(s, all_topics(s))
     pixel_file, server_file = EXAMPLES / "pixel_hits.jsonl", EXAMPLES / "server_events.jsonl"
     extra = tmp_path / "server_extra.jsonl"
@@ -62,7 +68,10 @@ def test_streaming_equals_offline_process(make_settings, start_worker, kafka, tm
         )
         + b"\n"
     )
-    offline = run_process(tmp_path, s, pixel_file, extra)
+    offline = run_process(tmp_path, s, pixel_file, extra, "--merge-window", str(merge_window))
+    if merge_window:  # the example's browser/server pair and retry are merged
+        merged = [r for r in offline["conversions"] if r["dedup"]["duplicates"] >= 2]
+        assert merged and merged[0]["sources"] == ["browser", "server"]
 
     worker = start_worker(s)
     # the same input order as `process`: one message at a time, in received_at order

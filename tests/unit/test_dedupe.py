@@ -229,3 +229,15 @@ def test_a_replay_gives_the_same_conversion_ids(
     first, _ = run(records)
     again, _ = run(records)
     assert [r["conversion_id"] for r in first] == [r["conversion_id"] for r in again]
+
+
+def test_a_merged_copy_read_again_is_not_merged_twice() -> None:
+    d = Deduper({}, {}, merge_window=10)
+    assert d.decide(rec("browser", T0), "browser").action == "hold"
+    server = rec("server", T0 + 1)
+    assert d.decide(copy.deepcopy(server), "server").merged
+    again = d.decide(copy.deepcopy(server), "server")  # re-read after a crash
+    assert again.action == "replay" and not again.merged
+    assert d.decide(rec("server", T0 + 2), "server").merged  # a real retry still merges
+    (out,) = d.flush()
+    assert out["dedup"]["duplicates"] == 2
