@@ -19,6 +19,7 @@ from typing import Any
 
 from streams import settings as settings_mod
 from streams.settings import Settings, SettingsError
+from streams.tally import Tally
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "schemas" / "examples"
 
@@ -204,11 +205,23 @@ def cmd_process(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     pixel = load(args.pixel, "pixel", s.topics.pixel_raw)
     server = load(args.server, "server", s.topics.server_raw)
-    result = offline.process(s, offline.ordered(pixel, server), now=time.time())
+    now = time.time()
+    tally = Tally()
+    catalog, rejected = None, list[dict[str, Any]]()
+    if args.catalog is not None:
+        try:
+            data = Path(args.catalog).read_bytes()
+        except OSError as e:
+            msg = f"cannot read --catalog file {args.catalog}: {e.strerror}"
+            raise SettingsError(msg) from None
+        catalog, rejected = offline.load_catalog(s.topics.catalog, data, now, tally)
+    result = offline.process(s, offline.ordered(pixel, server), now=now, catalog=catalog)
+    result.dead_letters[:0] = rejected  # the catalog is read first, as the worker does
+    result.tally.update(tally)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "conversions.jsonl").write_bytes(offline.dumps_lines(result.conversions))
-    (out / "attribution_candidates.jsonl").write_bytes(offline.dumps_lines([]))
+    (out / "attribution_candidates.jsonl").write_bytes(offline.dumps_lines(result.candidates))
     (out / "dead_letters.jsonl").write_bytes(offline.dumps_lines(result.dead_letters))
     elapsed = time.perf_counter() - t0
     print(summary(result, len(pixel), len(server), out, elapsed))
@@ -221,12 +234,16 @@ def summary(result: Any, n_pixel: int, n_server: int, out: Path, elapsed: float)
         f"read      {n_pixel} pixel hits, {n_server} server messages "
         f"({t.sum_of('events_in')} events) in {elapsed:.2f}s",
         f"wrote     {len(result.conversions)} conversions  -> {out / 'conversions.jsonl'}",
-        f"          0 attribution candidates -> {out / 'attribution_candidates.jsonl'}",
+        f"          {len(result.candidates)} attribution candidates "
+        f"-> {out / 'attribution_candidates.jsonl'}",
         f"          {len(result.dead_letters)} dead letters -> {out / 'dead_letters.jsonl'}",
         f"skipped   {t.sum_of('non_conversions')} non-conversion hits (Microdata, automatic)",
         f"dedup     {t.sum_of('valid_events')} valid events -> {len(result.conversions)} "
         f"conversions, {t.sum_of('duplicates')} duplicates "
         f"({t.sum_of('merges')} merged into held conversions)",
+        f"clicks    {t['click_evidence', 'with']} conversions with click evidence, "
+        f"{t['click_evidence', 'without']} without; {t.sum_of('landing_stored')} landing "
+        f"hits stored; {t['spec_lookups', 'known']} candidates with a known ad",
     ]
     groups = (
         ("dead letters by code", "dead_letters", -1),
@@ -234,6 +251,9 @@ def summary(result: Any, n_pixel: int, n_server: int, out: Path, elapsed: float)
         ("warnings", "warnings", -1),
         ("conversions by event", "conversions_out", -1),
         ("duplicates by rule", "duplicates", 1),
+        ("candidates by window", "candidates", 1),
+        ("no candidate", "candidates_out_of_window", 1),
+        ("spec matches", "spec_matches", 1),
     )
     for title, name, idx in groups:
         counts: dict[str, int] = {}
@@ -244,6 +264,40 @@ def summary(result: Any, n_pixel: int, n_server: int, out: Path, elapsed: float)
             body = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
             lines.append(f"{title + ':':<22}{body}")
     return "\n".join(lines)
+
+
+def _json_file(path: str, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_bytes())
+    except OSError as e:
+        raise SettingsError(f"cannot read {what} file {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise SettingsError(f"{what} file {path} is not JSON: {e}") from None
+
+
+def cmd_specs(args: argparse.Namespace) -> int:
+    """``specs resolve AD.json`` / ``specs match AD.json EVENT.json`` (SPEC §9)."""
+    from streams import specs
+
+    def invalid(path: str, e: specs.SpecError) -> int:
+        print(f"convstream: {path}: invalid at {e}", file=sys.stderr)
+        return 2
+
+    try:
+        ad = specs.resolve_ad(_json_file(args.ad, "ad"))
+    except specs.SpecError as e:
+        return invalid(args.ad, e)
+    if args.specs_cmd == "resolve":
+        print(json.dumps(ad.as_dict(), indent=2))
+        return 0
+    event = _json_file(args.event, "event")
+    try:
+        report = specs.explain(ad, event)
+        lines = specs.explain_lines(ad, event)
+    except specs.SpecError as e:
+        return invalid(args.event, e)
+    print(json.dumps(report, indent=2) if args.json else "\n".join(lines))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--out", metavar="DIR", required=True)
     pc.add_argument("--merge-window", type=int, metavar="S")
     pc.set_defaults(func=cmd_process)
+    sp = sub.add_parser("specs", help="resolve an ad's tracking/conversion specs, or match one")
+    ssub = sp.add_subparsers(dest="specs_cmd", required=True)
+    r = ssub.add_parser("resolve", help="print the resolved tracking specs and conversion spec")
+    r.add_argument("ad", metavar="AD.json")
+    r.set_defaults(func=cmd_specs)
+    m = ssub.add_parser("match", help="which of an ad's specs match an event, and why not")
+    m.add_argument("ad", metavar="AD.json")
+    m.add_argument("event", metavar="EVENT.json", help="a conversion record, event or action(s)")
+    m.add_argument("--json", action="store_true", help="the report as JSON")
+    m.set_defaults(func=cmd_specs)
     d = sub.add_parser("demo", help="worker + sample traffic on a running broker; print output")
     d.add_argument("--keep-running", action="store_true", help="leave the worker running")
     d.add_argument("--show", type=int, default=2, help="records to print per output topic")

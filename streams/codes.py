@@ -28,6 +28,7 @@ INVALID_CURRENCY: Final = "invalid_currency"
 INVALID_CONTENTS: Final = "invalid_contents"
 INSUFFICIENT_CUSTOMER_INFORMATION: Final = "insufficient_customer_information"
 UNKNOWN_PIXEL: Final = "unknown_pixel"
+INVALID_AD: Final = "invalid_ad"  # an ads.catalog record that is not a valid ad (SPEC §9)
 
 ERROR_CODES: Final = frozenset(
     {
@@ -48,6 +49,7 @@ ERROR_CODES: Final = frozenset(
         INVALID_CONTENTS,
         INSUFFICIENT_CUSTOMER_INFORMATION,
         UNKNOWN_PIXEL,
+        INVALID_AD,
     }
 )
 

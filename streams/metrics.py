@@ -141,6 +141,48 @@ CANDIDATES: Final = Counter(
     ["window"],
     registry=REGISTRY,
 )
+CANDIDATES_OUT_OF_WINDOW: Final = Counter(
+    "convstream_attribution_out_of_window",
+    "Clicks with no candidate: click after the conversion (negative) or > 28 days before",
+    ["reason"],
+    registry=REGISTRY,
+)
+CLICK_EVIDENCE: Final = Counter(
+    "convstream_attribution_conversions",
+    "Conversions read by attribution, with or without click evidence (fbc / fbclid)",
+    ["evidence"],
+    registry=REGISTRY,
+)
+LANDING_STORED: Final = Counter(
+    "convstream_attribution_landing_stored",
+    "Landing hits stored (first hit of an fbclid, or an earlier one replacing it)",
+    registry=REGISTRY,
+)
+LANDING_EXPIRED: Final = Counter(
+    "convstream_attribution_landing_expired",
+    "Landing entries deleted after 28 days",
+    registry=REGISTRY,
+)
+SPEC_LOOKUPS: Final = Counter(
+    "convstream_attribution_spec_lookups",
+    "Candidates by ad lookup: known (in ads.catalog), unknown_ad, no_ad_id",
+    ["result"],
+    registry=REGISTRY,
+)
+SPEC_MATCHES: Final = Counter(
+    "convstream_attribution_spec_matches",
+    "Candidates whose ad's tracking specs (any) or conversion spec matched",
+    ["spec"],
+    registry=REGISTRY,
+)
+CATALOG_ADS: Final = Gauge(
+    "convstream_catalog_ads", "Ads held from ads.catalog (global: every worker)", registry=REGISTRY
+)
+CATALOG_REJECTED: Final = Counter(
+    "convstream_catalog_rejected",
+    "ads.catalog records rejected as malformed (dead-lettered, code invalid_ad)",
+    registry=REGISTRY,
+)
 DEDUP_KEYS: Final = Gauge(
     "convstream_dedup_keys", "Live dedup keys held by this worker", registry=REGISTRY
 )

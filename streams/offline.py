@@ -15,10 +15,14 @@ from typing import Any
 
 import orjson
 
+from streams import records
+from streams.attribution import Attributor, attribute, route_counted
+from streams.catalog import Catalog
 from streams.dedupe import Deduper, DedupStage
 from streams.model import Origin, Source
 from streams.pipeline import Pipeline, Result
 from streams.settings import Settings
+from streams.tally import Tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +63,29 @@ def ordered(pixel: list[Line], server: list[Line]) -> Iterator[Line]:
     return (k[3] for k in keyed)
 
 
-def process(settings: Settings, lines: Iterable[Line], now: float) -> Result:
+def load_catalog(
+    topic: str, data: bytes, now: float, tally: Tally
+) -> tuple[Catalog, list[dict[str, Any]]]:
+    """An ``ads.catalog`` JSONL file (one ad per line; a later line for the same ad_id
+    replaces it): the catalog, and a dead letter (``invalid_ad``) per malformed line."""
+    catalog = Catalog()
+    dead: list[dict[str, Any]] = []
+    for n, raw in enumerate(data.split(b"\n")):
+        if not raw.strip():
+            continue
+        error = catalog.apply(None, raw)
+        if error is not None:
+            dead.append(records.dead_letter(Origin(topic, None, n), errors=[error], now=now))
+            tally["catalog_rejected",] += 1
+    return catalog, dead
+
+
+def process(
+    settings: Settings, lines: Iterable[Line], now: float, catalog: Catalog | None = None
+) -> Result:
     """Run every line through the pipeline, then dedup; held (merge-window) conversions
-    are released as stream time (received_at) passes their window, the rest at the end."""
+    are released as stream time (received_at) passes their window, the rest at the end.
+    Then attribution over the conversions in the order they were emitted."""
     pipeline = Pipeline(settings)
     stage = DedupStage(
         Deduper({}, {}, window=settings.dedup_window, merge_window=settings.merge_window)
@@ -81,6 +105,10 @@ def process(settings: Settings, lines: Iterable[Line], now: float) -> Result:
             stage.release(stream_time, out.tally, out.conversions)
         stage.run(candidates.conversions, out.tally, out.conversions)
     stage.flush(out.tally, out.conversions)
+    attributor = Attributor({}, (catalog or Catalog()).get)
+    for rec in out.conversions:
+        route_counted(rec, out.tally)
+    out.candidates = attribute(out.conversions, attributor, out.tally)
     return out
 
 

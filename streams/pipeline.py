@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams import capi, codes, metrics, pixel, records, validate
+from streams import attribution, capi, codes, metrics, pixel, records, validate
 from streams.codes import Error
 from streams.model import Origin, Parsed, RawEvent, Source
 from streams.pii import hash_user_data
@@ -26,6 +26,7 @@ class Result:
     """What one message (or a batch of them) produced."""
 
     conversions: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # attribution (SPEC §8)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     tally: Tally = field(default_factory=Tally)
 
@@ -100,6 +101,9 @@ class Pipeline:
             _count_dead(tally, raw.source, errors)
             return
         warnings = [*raw.warnings, *checked.warnings, *pii.warnings]
+        fbc = attribution.fbc_warning(pii.user_data)
+        if fbc is not None:
+            warnings.append(fbc)
         body = records.capi_event(raw, checked, pii.user_data)
         rec = records.conversion(
             raw,

@@ -29,6 +29,13 @@ _METRICS: Final = {
     "late_duplicates": metrics.LATE_DUPLICATES,
     "expired": metrics.EXPIRED,
     "candidates": metrics.CANDIDATES,
+    "candidates_out_of_window": metrics.CANDIDATES_OUT_OF_WINDOW,
+    "click_evidence": metrics.CLICK_EVIDENCE,
+    "landing_stored": metrics.LANDING_STORED,
+    "landing_expired": metrics.LANDING_EXPIRED,
+    "spec_lookups": metrics.SPEC_LOOKUPS,
+    "spec_matches": metrics.SPEC_MATCHES,
+    "catalog_rejected": metrics.CATALOG_REJECTED,
 }
 
 
