@@ -217,10 +217,22 @@ class Sweeper:
     batch's outputs and recovery cannot bring them back. Needs the RocksDB store (one
     database per partition); with ``memory://`` (dev only) state is not swept."""
 
-    def __init__(self, table: Any, window: int, every: float) -> None:
+    def __init__(
+        self,
+        table: Any,
+        window: int,
+        every: float,
+        *,
+        prefixes: frozenset[bytes] = STATE_PREFIXES,
+        time_key: str = "t",
+        gauge: Any = metrics.DEDUP_KEYS,
+    ) -> None:
         self.table = table
         self.window = window
         self.every = every  # wall-clock seconds between two sweeps of one partition
+        self.prefixes = prefixes  # the state keys (the database also holds Faust's own)
+        self.time_key = time_key
+        self.gauge = gauge
         self.stream_time: dict[int, float] = {}
         self.last_sweep: dict[int, float] = {}
         self.live: dict[int, int] = {}  # keys left after the last sweep, per partition
@@ -246,20 +258,20 @@ class Sweeper:
             live = 0
             for kb, vb in db.items():
                 # the database also holds Faust's own metadata (its changelog offset)
-                if not isinstance(kb, bytes) or kb[:2] not in STATE_PREFIXES or vb is None:
+                if not isinstance(kb, bytes) or kb[:2] not in self.prefixes or vb is None:
                     continue
                 key = kb.decode()
                 if key in state.pending:  # rewritten by this batch: fresh
                     continue
                 value = orjson.loads(vb)
-                if isinstance(value, dict) and value.get("t", cutoff) < cutoff:
+                if isinstance(value, dict) and value.get(self.time_key, cutoff) < cutoff:
                     state.pending[key] = (None, event)
                     removed += 1
                 else:
                     live += 1
             self.live[partition] = live
         # approximate (partitions this worker swept; refreshed each sweep)
-        metrics.DEDUP_KEYS.set(sum(self.live.values()))
+        self.gauge.set(sum(self.live.values()))
         return removed
 
 

@@ -56,7 +56,8 @@ def _credentials(s: Settings) -> Any:
 
 
 def create_app(settings: Settings) -> Wiring:
-    from agents import dedupe, ingest, web  # agents import Faust; keep the core import-light
+    # agents import Faust; keep the core import-light
+    from agents import attribution, catalog, dedupe, ingest, web
     from streams.topics import declare
 
     app = faust.App(
@@ -84,5 +85,7 @@ def create_app(settings: Settings) -> Wiring:
     topics = declare(app, settings)
     ingest_state = ingest.register(app, settings)
     dedupe.register(app, topics, settings, ingest_state)
-    web.register(app, ingest_state)
+    catalog_state = catalog.register(app, settings, ingest_state)
+    attribution.register(app, topics, settings, ingest_state, catalog_state)
+    web.register(app, ingest_state, catalog_state)
     return Wiring(app=app, topics=topics)

@@ -42,7 +42,7 @@ class Catalog:
         try:
             resolved = specs.resolve_ad(specs.parse_ad(obj))
         except specs.SpecError as e:
-            return Error(INVALID_AD, e.path, str(e))
+            return Error(INVALID_AD, None if e.path == specs.ROOT else e.path, str(e))
         ad_id = resolved.ad.ad_id
         if key and key.decode("utf-8", "replace") != ad_id:
             return Error(INVALID_AD, "ad_id", "the record's key must be its ad_id")

@@ -175,6 +175,11 @@ SPEC_MATCHES: Final = Counter(
     ["spec"],
     registry=REGISTRY,
 )
+LANDING_KEYS: Final = Gauge(
+    "convstream_attribution_landing_keys",
+    "Live landing entries held by this worker",
+    registry=REGISTRY,
+)
 CATALOG_ADS: Final = Gauge(
     "convstream_catalog_ads", "Ads held from ads.catalog (global: every worker)", registry=REGISTRY
 )

@@ -77,6 +77,8 @@ def load_catalog(
         if error is not None:
             dead.append(records.dead_letter(Origin(topic, None, n), errors=[error], now=now))
             tally["catalog_rejected",] += 1
+            tally["dead_letters", "catalog", error.code] += 1
+            tally["errors", error.code] += 1
     return catalog, dead
 
 

@@ -20,6 +20,7 @@ class AppTopics:
     candidates: Any
     dead_letter: Any
     candidates_internal: Any  # <app_id>-dedup-in: ingest -> dedup, by pixel_id|event_name
+    attribution_internal: Any  # <app_id>-attribution-in: conversions by fbclid
 
 
 def declare(app: faust.App, settings: Settings) -> AppTopics:
@@ -45,5 +46,8 @@ def declare(app: faust.App, settings: Settings) -> AppTopics:
         dead_letter=raw(t.dead_letter),
         candidates_internal=raw(
             f"{settings.app_id}-dedup-in", internal=True, partitions=settings.partitions
+        ),
+        attribution_internal=raw(
+            f"{settings.app_id}-attribution-in", internal=True, partitions=settings.partitions
         ),
     )
