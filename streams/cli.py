@@ -105,10 +105,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ln for ln in (EXAMPLES / "server_events.jsonl").read_bytes().splitlines() if ln.strip()
     ]
     outs = (t.conversions, t.candidates, t.dead_letter)
-    print(f"broker {s.bootstrap_servers}; creating topics")
+    print(f"broker {s.bootstrap_servers}; creating topics, writing the ads catalog")
+
+    ads = [ln for ln in (EXAMPLES / "ads_catalog.jsonl").read_bytes().splitlines() if ln.strip()]
 
     async def setup() -> dict[str, dict[int, int]]:
         await create_topics(s, [t.pixel_raw, t.server_raw, t.catalog, *outs])
+        # the catalog (compacted, keyed by ad id) is loaded before the worker is ready
+        await produce(s, t.catalog, ads, [json.loads(a)["ad_id"].encode() for a in ads])
         return {o: await end_offsets(s, o) for o in outs}
 
     start = asyncio.run(setup())
@@ -119,7 +123,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"starting worker (log: {log_path})")
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(s.web_port)],
+            env=env,
+            stdout=log,
+            stderr=log,
         )
     try:
         t0 = time.time()
