@@ -265,11 +265,11 @@ def route_counted(
 def attribute(
     conversions: Iterable[Mapping[str, Any]], attributor: Attributor, tally: Tally
 ) -> list[dict[str, Any]]:
-    """Offline: route each conversion and handle its messages in order (conversions
-    with / without click evidence are counted by the caller: ``route_counted``)."""
+    """Offline: route each conversion (counted with / without click evidence) and handle
+    its messages in order."""
     out: list[dict[str, Any]] = []
     for conversion in conversions:
-        for _, msg in route(conversion):
+        for _, msg in route_counted(conversion, tally):
             candidate = attributor.handle(msg, tally)
             if candidate is not None:
                 out.append(candidate)

@@ -43,6 +43,8 @@ class Catalog:
             resolved = specs.resolve_ad(specs.parse_ad(obj))
         except specs.SpecError as e:
             return Error(INVALID_AD, None if e.path == specs.ROOT else e.path, str(e))
+        except Exception as e:  # a resolver bug must not stop the catalog reader
+            return Error(INVALID_AD, None, f"ad could not be resolved ({type(e).__name__})")
         ad_id = resolved.ad.ad_id
         if key and key.decode("utf-8", "replace") != ad_id:
             return Error(INVALID_AD, "ad_id", "the record's key must be its ad_id")

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from streams import records
-from streams.attribution import Attributor, attribute, route_counted
+from streams.attribution import Attributor, attribute
 from streams.catalog import Catalog
 from streams.dedupe import Deduper, DedupStage
 from streams.model import Origin, Source
@@ -108,8 +108,6 @@ def process(
         stage.run(candidates.conversions, out.tally, out.conversions)
     stage.flush(out.tally, out.conversions)
     attributor = Attributor({}, (catalog or Catalog()).get)
-    for rec in out.conversions:
-        route_counted(rec, out.tally)
     out.candidates = attribute(out.conversions, attributor, out.tally)
     return out
 

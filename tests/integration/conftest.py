@@ -191,3 +191,16 @@ def kafka() -> Any:
 def all_topics(s: Settings) -> list[str]:
     t = s.topics
     return [t.pixel_raw, t.server_raw, t.catalog, t.conversions, t.candidates, t.dead_letter]
+
+
+def send_in_order(
+    kafka: Any, s: Settings, worker: WorkerProc, items: list[tuple[str, bytes]]
+) -> None:
+    """(source, value) items one at a time, each read by the worker before the next, so
+    the order across the two raw topics is the given one."""
+    seen = worker.metric("convstream_messages_in_total")
+    for source, value in items:
+        topic = s.topics.pixel_raw if source == "browser" else s.topics.server_raw
+        kafka.produce(s, topic, [value])
+        seen += 1
+        worker.wait_metric("convstream_messages_in_total", seen, timeout=30)

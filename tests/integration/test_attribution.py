@@ -12,9 +12,10 @@ import orjson
 import pytest
 
 from tests.helpers import RECEIVED_AT, pixel_hit, server_event, server_message
-from tests.integration.conftest import REPO, all_topics
+from tests.integration.conftest import REPO, all_topics, send_in_order
 
 pytestmark = pytest.mark.integration
+CLICK_ID = "IwAR-CaseSensitive"
 AD = json.loads((REPO / "schemas" / "examples" / "ad.json").read_text())  # ad 23851: PURCHASE
 T = RECEIVED_AT
 
@@ -36,15 +37,6 @@ def purchase(eid: str, t: float, fbc: str) -> bytes:
 
 def fbc(fbclid: str, click: float) -> str:
     return f"fb.1.{int(click * 1000)}.{fbclid}"
-
-
-def send(kafka: Any, s: Any, worker: Any, items: list[tuple[str, bytes]]) -> None:
-    seen = worker.metric("convstream_messages_in_total")
-    for source, value in items:
-        topic = s.topics.pixel_raw if source == "browser" else s.topics.server_raw
-        kafka.produce(s, topic, [value])
-        seen += 1
-        worker.wait_metric("convstream_messages_in_total", seen, timeout=30)
 
 
 def candidates(kafka: Any, s: Any, expect: int) -> list[dict[str, Any]]:
@@ -77,7 +69,7 @@ def test_candidates_with_landing_and_catalog(make_settings, start_worker, kafka)
     ]
 
     click = T - 50_000
-    send(kafka, s, w, [
+    send_in_order(kafka, s, w, [
         ("browser", landing_hit("IwAR-CaseSensitive", click)),
         ("server", purchase("a-1", T, fbc("IwAR-CaseSensitive", click - 2))),
     ])  # fmt: skip
@@ -95,7 +87,7 @@ def test_candidates_with_landing_and_catalog(make_settings, start_worker, kafka)
     # an update takes effect: the ad now optimizes for leads
     lead_ad = {**AD, "promoted_object": {**AD["promoted_object"], "custom_event_type": "LEAD"}}
     set_catalog(kafka, s, w, [("23851", lead_ad), ("777", {**AD, "ad_id": "777"})], ads=2)
-    send(kafka, s, w, [("server", purchase("a-2", T + 1, fbc("IwAR-CaseSensitive", click)))])
+    send_in_order(kafka, s, w, [("server", purchase("a-2", T + 1, fbc(CLICK_ID, click)))])
     a2 = [c for c in candidates(kafka, s, 3) if c["conversion_id"] not in {buy["conversion_id"]}]
     a2 = [c for c in a2 if c["event_name"] == "Purchase"]
     assert [c["specs"]["conversion_spec"] for c in a2] == [False]
@@ -103,7 +95,7 @@ def test_candidates_with_landing_and_catalog(make_settings, start_worker, kafka)
     # a tombstone deletes it: the landing still names ad 23851, but no specs
     set_catalog(kafka, s, w, [("23851", None), ("778", {**AD, "ad_id": "778"}),
                               ("779", {**AD, "ad_id": "779"})], ads=3)  # fmt: skip
-    send(kafka, s, w, [("server", purchase("a-3", T + 2, fbc("IwAR-CaseSensitive", click)))])
+    send_in_order(kafka, s, w, [("server", purchase("a-3", T + 2, fbc(CLICK_ID, click)))])
     got = candidates(kafka, s, 4)
     assert len(got) == 4
     a3 = [c for c in got if c["event_time"] == int(T + 2) - 1]
@@ -112,7 +104,7 @@ def test_candidates_with_landing_and_catalog(make_settings, start_worker, kafka)
 
     # out of order: the conversion comes before its landing hit -> a candidate without
     # landing (click time from the fbc), not re-emitted when the landing arrives
-    send(kafka, s, w, [
+    send_in_order(kafka, s, w, [
         ("server", purchase("b-1", T + 10, fbc("IwAR-Late", T - 100))),
         ("browser", landing_hit("IwAR-Late", T + 20)),
         # a click 30 days before the conversion: no candidate

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.helpers import RECEIVED_AT, pixel_hit, server_event, server_message
-from tests.integration.conftest import all_topics
+from tests.integration.conftest import all_topics, send_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +36,6 @@ def server(eid: str | None, t: float, *, name: str = "Purchase", fbp: str = "fb.
     else:
         ev["event_id"] = eid
     return server_message(ev, received_at=t)
-
-
-def send_in_order(kafka: Any, s: Any, worker: Any, items: list[tuple[str, bytes]]) -> None:
-    """One message at a time, so the order across the two raw topics is the given one."""
-    seen = worker.metric("convstream_messages_in_total")
-    for source, value in items:
-        topic = s.topics.pixel_raw if source == "browser" else s.topics.server_raw
-        kafka.produce(s, topic, [value])
-        seen += 1
-        worker.wait_metric("convstream_messages_in_total", seen, timeout=30)
 
 
 def conversions(kafka: Any, s: Any, expect: int, idle: float = 4) -> list[dict[str, Any]]:

@@ -119,6 +119,12 @@ def run(
     )
     for candidate in out:
         assert_valid(candidate)
+    # every conversion is counted once, with or without click evidence; the tests below
+    # compare the rest of the tally
+    with_evidence = tally.pop(("click_evidence", "with"), 0)
+    without = tally.pop(("click_evidence", "without"), 0)
+    assert with_evidence + without == len(conversions)
+    assert with_evidence == sum(1 for c in conversions if click_evidence(c))
     return out, tally, state
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
@@ -545,3 +547,30 @@ def test_process_command_missing_catalog_file(
     assert f"cannot read --catalog file {missing}" in captured.err
     assert captured.out == ""
     assert not (out / "attribution_candidates.jsonl").exists()
+
+
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False),
+    st.text(max_size=12),
+)  # fmt: skip
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=12,
+)
+_AD_KEYS = st.sampled_from(
+    ["ad_id", "objective", "optimization_goal", "billing_event", "creative_type",
+     "promoted_object", "creative", "tracking_specs", "other"]
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(_AD_KEYS, _VALUES, max_size=6), st.booleans())
+def test_catalog_apply_never_raises_on_any_json(over: dict[str, Any], on_example: bool) -> None:
+    example = json.loads((EXAMPLES / "ad.json").read_text())
+    obj = {**example, **over} if on_example else over
+    catalog = Catalog()
+    error = catalog.apply(None, orjson.dumps(obj))
+    assert (error is None) == (len(catalog) == 1)
+    if error is not None:
+        assert error.code == "invalid_ad" and error.message
