@@ -31,7 +31,7 @@ from agents.dedupe import ROCKSDB_OPTIONS, Overlay, Sweeper, set_current_event
 from agents.failfast import die
 from agents.outputs import Outputs
 from streams import metrics
-from streams.attribution import LANDING_TTL, Attributor, route_counted
+from streams.attribution import LANDING_TTL, Attributor, readable, route_counted
 from streams.settings import Settings
 from streams.tally import Tally
 
@@ -113,12 +113,14 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
         items: list[tuple[str, bytes, bytes | None]] = []
         for event in events:
             try:
-                rec = orjson.loads(event.message.value)
-                routed = route_counted(rec, tally)
-            except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
+                rec = orjson.loads(event.message.value or b"null")
+            except orjson.JSONDecodeError:
+                rec = None
+            if not readable(rec):
                 # conversions.enriched is our output; a foreign record is skipped, counted
                 tally["click_evidence", "unreadable"] += 1
                 continue
+            routed = route_counted(rec, tally)
             items.extend((attr_topic, k.encode(), orjson.dumps(m)) for k, m in routed)
         await (await outputs()).send_all(items)
         tally.flush()
