@@ -11,10 +11,12 @@ Two agents, both in ``take_events`` batches:
   keyed by conversion_id.
 
 Same delivery order as dedup (agents/dedupe.py): outputs produced and acked, then the
-table's writes and changelog, then Faust acks the batch. At least once: after a crash
-a candidate may be written again, identical (same conversion_id and fbclid). Landing
-entries expire 28 days after the hit, by the partition's stream time (the latest
-conversion event_time seen), through the same sweeper as dedup state.
+table's changelog, then its local writes, then Faust acks the batch; and the same input
+gate (agents/progress.py: progress per partition in the table, ticks once a second).
+At least once: after a crash a candidate may be written again, identical (same
+conversion_id and fbclid). Landing entries expire 28 days after the hit, by the
+partition's stream time (the latest conversion event_time seen), through the same
+sweeper as dedup state.
 """
 
 from __future__ import annotations
@@ -27,9 +29,17 @@ from typing import Any
 
 import orjson
 
-from agents.dedupe import ROCKSDB_OPTIONS, Overlay, Sweeper, set_current_event
+from agents.dedupe import (
+    ROCKSDB_OPTIONS,
+    TICK,
+    TICK_INTERVAL,
+    Overlay,
+    Sweeper,
+    set_current_event,
+)
 from agents.failfast import die
 from agents.outputs import Outputs
+from agents.progress import InputGate
 from streams import metrics
 from streams.attribution import LANDING_TTL, Attributor, readable, route_counted
 from streams.settings import Settings
@@ -84,6 +94,7 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
         gauge=metrics.LANDING_KEYS,
     )
     attr_topic = internal_topic(settings)
+    gate = InputGate(app, "attribution")
     holder: list[Outputs] = []
 
     async def outputs() -> Outputs:
@@ -144,7 +155,10 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
         tally = Tally()
         candidates: list[tuple[str, bytes, bytes | None]] = []
         last_event: dict[int, Any] = {}
+        progress = await gate.begin(state, events)
         for event in events:
+            if not await gate.admit(progress, event) or event.message.value == TICK:
+                continue  # processed already, records before it skipped, or a tick
             set_current_event(event)
             state.event = event
             msg = orjson.loads(event.message.value)  # only our route agent writes here
@@ -157,13 +171,22 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
         expired = sweeper.sweep(state, last_event, time.time())
         if expired:
             tally["landing_expired",] += expired
+        gate.record(progress, state)
         await out.send_all(candidates)
-        changelog, partitions = state.apply()
+        changelog, partitions = state.changelog()
         await out.send_all(changelog, partitions)
+        state.write_local()
+        await gate.finish(progress)
         tally.flush()
         metrics.BATCH_SECONDS.labels("attribution").observe(time.perf_counter() - t0)
         metrics.BATCH_SIZE.labels("attribution").observe(len(events))
 
+    async def tick() -> None:
+        """A tick to every partition: one whose last records the stream dropped notices."""
+        n = settings.partitions
+        await (await outputs()).send_all([(attr_topic, b"tick", TICK)] * n, list(range(n)))
+
+    app.timer(TICK_INTERVAL, name="convstream.attribution.tick")(tick)
     app.agent(topics.conversions, name="convstream.attribution.route")(route)
     app.agent(topics.attribution_internal, name="convstream.attribution")(attribute)
     return table

@@ -6,18 +6,27 @@ and writes, RocksDB and changelog) from the *current event*, so each event is ma
 current while it is decided, exactly as Faust's own stream iterator does.
 
 Ordering per batch, for crash safety: decide (table reads + an in-memory overlay of
-writes) → produce the kept conversions and await the broker's acks → write the overlay
-to the store and send its changelog records, awaited → the batch returns and Faust
-acks the offsets. A crash can therefore only repeat an output (same conversion_id),
-never mark a key seen whose conversion was not written. A kept event read again after
-a crash is recognised (same conversion_id, received_at and source) and not counted as
-a duplicate.
+writes) → produce the kept conversions and await the broker's acks → send the overlay's
+changelog records, awaited → write them to the local store → the batch returns and
+Faust acks the offsets. A crash can therefore only repeat an output (same
+conversion_id), never mark a key seen whose conversion was not written; and the local
+database is never ahead of the changelog, so a partition that moves to another worker
+takes all of its state along.
+
+The agent does not trust the stream to deliver every record once: it keeps its own
+progress per partition in the table (agents/progress.py, streams/progress.py), written
+last in each batch's changelog. Records below it were processed (skipped, not decided
+again); a record beyond it means Faust's stream dropped records (it does, at start-up
+with a backlog), so the partition is sought back. An identical copy read again at
+another offset (the ingest stage repeats a batch after a crash) is recognised (same
+conversion_id, received_at and source) and not counted as a duplicate.
 
 Merge window (W > 0): a kept copy is held as ``h|<conversion_id>`` in the same table
 (so it is in RocksDB and the changelog: it survives restarts and rebalances) and
 released, oldest first, once its partition's stream time (latest received_at) passes
 ``received_at + W``. A quiet partition's stream time would never move, so every worker
-sends a *tick* to each partition of the topic about once a second; at a tick the
+sends a *tick* to each partition of the topic about once a second (always: a tick
+also shows a partition whose last records were dropped by the stream); at a tick the
 partition's stream time is extrapolated by the wall-clock time since its last event.
 Releasing goes through the same ordered path: produce, await, then delete ``h|``.
 """
@@ -35,6 +44,7 @@ from faust.streams import _current_event
 
 from agents.failfast import die
 from agents.outputs import Outputs, partition_for
+from agents.progress import InputGate
 from streams import metrics
 from streams.dedupe import Deduper, DedupStage, partition_key
 from streams.settings import Settings
@@ -47,7 +57,8 @@ def set_current_event(event: Any) -> None:
 
 
 class Overlay(MutableMapping[str, dict[str, Any]]):
-    """A table seen through this batch's pending writes; ``apply`` writes them."""
+    """A table seen through this batch's pending writes; ``changelog`` and
+    ``write_local`` write them."""
 
     def __init__(self, table: Any) -> None:
         self.table = table
@@ -92,25 +103,35 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
     def __len__(self) -> int:
         raise TypeError("the dedup overlay has no length; see Sweeper for expiry")
 
-    def apply(self) -> tuple[list[tuple[str, bytes, bytes | None]], list[int]]:
-        """Write the pending changes to the local store (each in its event's partition)
-        and return the changelog records (and their partitions) for the caller to send.
+    def changelog(self) -> tuple[list[tuple[str, bytes, bytes | None]], list[int]]:
+        """The changelog records of the pending changes (and their partitions), in the
+        order they were made, for the caller to send *before* ``write_local``.
 
         Faust's own ``Table.__setitem__`` sends one changelog message at a time through
         its producer buffer (~3k/s here); batching them with the outputs' producer keeps
         the dedup stage near the ingest stage's speed. Recovery reads the changelog as
         usual."""
         topic = self.table.changelog_topic.get_topic_name()
-        store = self.table.data
         records: list[tuple[str, bytes, bytes | None]] = []
         partitions: list[int] = []
         for key, (value, event) in self.pending.items():
+            records.append((topic, key.encode(), None if value is None else orjson.dumps(value)))
+            partitions.append(event.message.partition)
+        return records, partitions
+
+    def write_local(self) -> None:
+        """Write the pending changes to the local store (each in its event's partition).
+
+        Called once the changelog holds them: the local database is never ahead of the
+        changelog, so a worker that dies in between finds them again by recovery, and a
+        partition that moves to another worker moves with all of its state."""
+        store = self.table.data
+        for key, (value, event) in self.pending.items():
             set_current_event(event)
             kb = key.encode()
-            part = event.message.partition
             vb = None if value is None else orjson.dumps(value)
             if self._db_for is not None:
-                db = self._db_for(part)
+                db = self._db_for(event.message.partition)
                 if vb is None:
                     db.delete(kb)
                 else:
@@ -119,10 +140,7 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
                 store.pop(kb, None)
             else:
                 store[kb] = vb
-            records.append((topic, kb, vb))
-            partitions.append(part)
         self.pending.clear()
-        return records, partitions
 
 
 HELD = "h|"
@@ -298,6 +316,7 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
     )
 
     sweeper = Sweeper(table, settings.dedup_window, settings.dedup_sweep_interval)
+    gate = InputGate(app, "dedup")
     merge_window = settings.merge_window
     clock = Clock()
     held_now: dict[int, int] = {}  # held records per partition after its last batch
@@ -342,7 +361,10 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
         emitted: list[dict[str, Any]] = []
         last_event: dict[int, Any] = {}
         wall = time.time()
+        progress = await gate.begin(state, events)
         for event in events:
+            if not await gate.admit(progress, event):
+                continue  # processed already, or records before it were skipped
             set_current_event(event)
             state.event = event
             part = event.message.partition
@@ -362,17 +384,20 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
         expired = sweeper.sweep(state, last_event, time.time())
         if expired:
             tally["expired",] += expired
+        gate.record(progress, state)  # last: the state it covers comes first
         await outputs.send_all(
             [
                 (settings.topics.conversions, r["conversion_id"].encode(), orjson.dumps(r))
                 for r in emitted
             ]
         )
-        # the changelog must hold this batch's state before its offsets can be committed:
-        # else a new owner (rebalance, restart) resumes past an emitted conversion without
-        # knowing it, and emits the next copy as well
-        changelog, partitions = state.apply()
+        # the changelog must hold this batch's state and progress before the offsets can
+        # be committed: else a new owner (rebalance, restart) resumes past an emitted
+        # conversion without knowing it, and emits the next copy as well
+        changelog, partitions = state.changelog()
         await outputs.send_all(changelog, partitions)
+        state.write_local()
+        await gate.finish(progress)
         tally.flush()
         if merge_window > 0:
             held_now.update((p, len(st.deduper.held)) for p, st in stages.items())
@@ -381,18 +406,18 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
         metrics.BATCH_SIZE.labels("dedup").observe(len(events))
         return outputs
 
-    if merge_window > 0:
-        tick_outputs: list[Outputs] = []
+    tick_outputs: list[Outputs] = []
 
-        async def tick() -> None:
-            """One tick to every partition of the dedup topic: quiet partitions release."""
-            if not tick_outputs:
-                tick_outputs.append(await outputs_ready())
-            topic = topics.candidates_internal.get_topic_name()
-            n = settings.partitions
-            await tick_outputs[0].send_all([(topic, b"tick", TICK)] * n, list(range(n)))
+    async def tick() -> None:
+        """One tick to every partition of the dedup topic: quiet partitions release held
+        conversions, and a partition whose stream skipped its last records notices."""
+        if not tick_outputs:
+            tick_outputs.append(await outputs_ready())
+        topic = topics.candidates_internal.get_topic_name()
+        n = settings.partitions
+        await tick_outputs[0].send_all([(topic, b"tick", TICK)] * n, list(range(n)))
 
-        app.timer(TICK_INTERVAL, name="convstream.dedup.tick")(tick)
+    app.timer(TICK_INTERVAL, name="convstream.dedup.tick")(tick)
 
     app.agent(topics.candidates_internal, name="convstream.dedup")(dedup)
     return table

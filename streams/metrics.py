@@ -191,6 +191,26 @@ CATALOG_REJECTED: Final = Counter(
 DEDUP_KEYS: Final = Gauge(
     "convstream_dedup_keys", "Live dedup keys held by this worker", registry=REGISTRY
 )
+INPUT_SKIPPED: Final = Counter(
+    "convstream_input_skipped",
+    "Records a stateful stage did not process: done = below its progress (delivered again "
+    "after a restart or rebalance), ahead = beyond it (earlier records were skipped by "
+    "the stream; read again after a seek)",
+    ["stage", "verdict"],
+    registry=REGISTRY,
+)
+INPUT_SEEKS: Final = Counter(
+    "convstream_input_seeks",
+    "Seeks of a stateful stage back to its progress, after its stream skipped records",
+    ["stage"],
+    registry=REGISTRY,
+)
+INPUT_LOST: Final = Counter(
+    "convstream_input_lost",
+    "Records deleted by retention before a stateful stage processed them",
+    ["stage"],
+    registry=REGISTRY,
+)
 BATCH_SECONDS: Final = Histogram(
     "convstream_batch_duration_seconds",
     "Time to process one batch of messages, by stage",

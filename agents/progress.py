@@ -1,0 +1,114 @@
+"""The input gate of a stateful Faust agent: its progress (streams/progress.py) kept in
+its own table as ``o|<partition>``, so it moves with the table's state (RocksDB and the
+changelog) on restarts and rebalances.
+
+Per batch: ``begin`` loads the progress of each partition in the batch (see ``_start``
+for a partition without one), ``admit`` judges each event, ``record``
+writes the new progress through the overlay *after* the batch's other writes (so the
+changelog holds the state before the progress that covers it), and ``finish`` seeks the
+partitions that were ahead back to their progress (at most once a second each).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Final
+
+from streams import metrics
+from streams.progress import Progress, admit
+
+log = logging.getLogger("convstream.progress")
+
+PROGRESS: Final = "o|"
+SEEK_INTERVAL: Final = 1.0  # seconds between two seeks (or retention checks) of a partition
+
+
+def progress_key(partition: int) -> str:
+    return f"{PROGRESS}{partition}"
+
+
+class InputGate:
+    def __init__(self, app: Any, stage: str, *, every: float = SEEK_INTERVAL) -> None:
+        self.app = app
+        self.stage = stage
+        self.every = every
+        self.last_look: dict[int, float] = {}
+        self.to_seek: set[int] = set()  # partitions of this batch to seek back
+
+    async def _start(self, tp: Any) -> int:
+        """Where a partition without stored progress starts: the group's committed
+        offset when there is one (a deployment from before the progress was kept), else
+        the partition's first offset (a new app id: auto_offset_reset=earliest)."""
+        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+        if committed is not None:
+            return int(committed)
+        return await self._first_offset(tp)
+
+    async def _first_offset(self, tp: Any) -> int:
+        offsets = await self.app.consumer.earliest_offsets(tp)
+        return int(offsets.get(tp) or 0)
+
+    async def begin(self, state: Any, events: Any) -> Progress:
+        """The stored progress of every partition in ``events``."""
+        progress = Progress()
+        self.to_seek.clear()
+        for event in events:
+            part = event.message.partition
+            if part in progress.expected:
+                continue
+            progress.events[part] = event
+            state.event = event  # the overlay reads this partition's database
+            stored = state.get(progress_key(part))
+            if stored is None:
+                progress.expected[part] = await self._start(event.message.tp)
+            else:
+                progress.expected[part] = int(stored["next"])
+        return progress
+
+    async def admit(self, progress: Progress, event: Any) -> bool:
+        """True when ``event`` is the next one of its partition (then process it)."""
+        part, offset = event.message.partition, event.message.offset
+        if admit(progress.expected[part], offset) == "ahead" and self._may_look(part):
+            self.to_seek.add(part)
+            first = await self._first_offset(event.message.tp)
+            lost = progress.skip_to(part, first)
+            if lost:
+                metrics.INPUT_LOST.labels(self.stage).inc(lost)
+                log.warning(
+                    "input records were deleted before they were processed",
+                    extra={"stage": self.stage, "partition": part, "lost": lost},
+                )
+        return progress.check(part, offset) == "next"
+
+    def _may_look(self, part: int) -> bool:
+        now = time.monotonic()
+        if now - self.last_look.get(part, float("-inf")) < self.every:
+            return False
+        self.last_look[part] = now
+        return True
+
+    def record(self, progress: Progress, state: Any) -> None:
+        """Write the progress of the partitions that moved, as the batch's last writes."""
+        for part in sorted(progress.advanced):
+            key = progress_key(part)
+            state.pending.pop(key, None)  # re-inserted: last in the changelog
+            state.event = progress.events[part]
+            state[key] = {"next": progress.expected[part]}
+
+    async def finish(self, progress: Progress) -> None:
+        """Seek partitions that were ahead back to their progress; count skipped events."""
+        for verdict, n in progress.skipped.items():
+            if n:
+                metrics.INPUT_SKIPPED.labels(self.stage, verdict).inc(n)
+        for part, offset in progress.ahead.items():
+            if part not in self.to_seek:
+                continue  # sought less than a second ago: those records may be on their way
+            target = progress.expected[part]
+            tp = progress.events[part].message.tp
+            await self.app.consumer.seek(tp, target)
+            metrics.INPUT_SEEKS.labels(self.stage).inc()
+            log.warning(
+                "input records were skipped by the stream; reading them again",
+                extra={"stage": self.stage, "partition": part, "at": target, "seen": offset},
+            )
