@@ -1,14 +1,15 @@
 """Attribution (SPEC §8): ``conversions.enriched`` → repartition by fbclid → landing
 table + catalog → ``conversions.attribution_candidates``.
 
-Two agents, both in ``take_events`` batches:
+Two stages:
 
-- **route** reads ``conversions.enriched`` and writes one small message per distinct
-  fbclid of a conversion (``streams.attribution.route``) to ``<app_id>-attribution-in``,
-  keyed by the fbclid, so a landing hit and every lookup of it meet on one partition.
-- **attribute** reads that topic with the ``landing`` table (RocksDB + changelog; keys
-  ``l|<fbclid>``) and the global ads catalog (agents/catalog.py), and writes candidates
-  keyed by conversion_id.
+- **route** (a plain aiokafka loop, agents/batchloop.py, like ingest) reads
+  ``conversions.enriched`` and writes one small message per distinct fbclid of a
+  conversion (``streams.attribution.route``) to ``<app_id>-attribution-in``, keyed by
+  the fbclid, so a landing hit and every lookup of it meet on one partition.
+- **attribute** (a Faust agent, ``take_events`` batches) reads that topic with the
+  ``landing`` table (RocksDB + changelog; keys ``l|<fbclid>``) and the global ads
+  catalog (agents/catalog.py), and writes candidates keyed by conversion_id.
 
 Same delivery order as dedup (agents/dedupe.py): outputs produced and acked, then the
 table's changelog, then its local writes, then Faust acks the batch; and the same input
@@ -29,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from agents.batchloop import BatchLoop
 from agents.dedupe import (
     ROCKSDB_OPTIONS,
     TICK,
@@ -109,33 +111,36 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
             )
         return holder[0]
 
-    async def route(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, settings.batch_within):
-            try:
-                await route_batch(events)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:  # never let Faust ack a batch we did not finish
-                die("attribution", exc)
+    @app.service
+    class Route(BatchLoop):
+        """Consumer group ``<app_id>-attribution-route`` over conversions.enriched."""
 
-    async def route_batch(events: Any) -> None:
-        t0 = time.perf_counter()
-        tally = Tally()
-        items: list[tuple[str, bytes, bytes | None]] = []
-        for event in events:
-            try:
-                rec = orjson.loads(event.message.value or b"null")
-            except orjson.JSONDecodeError:
-                rec = None
-            if not readable(rec):
-                # conversions.enriched is our output; a foreign record is skipped, counted
-                tally["click_evidence", "unreadable"] += 1
-                continue
-            routed = route_counted(rec, tally)
-            items.extend((attr_topic, k.encode(), orjson.dumps(m)) for k, m in routed)
-        await (await outputs()).send_all(items)
-        tally.flush()
-        metrics.BATCH_SECONDS.labels("attribution_route").observe(time.perf_counter() - t0)
+        stage = "attribution_route"
+
+        def __init__(self, **kw: Any) -> None:
+            group = f"{settings.app_id}-attribution-route"
+            super().__init__(settings, [settings.topics.conversions], group, **kw)
+
+        async def handle(self, batch: dict[Any, list[Any]]) -> int:
+            tally = Tally()
+            items: list[tuple[str, bytes, bytes | None]] = []
+            n = 0
+            for records in batch.values():
+                n += len(records)
+                for r in records:
+                    try:
+                        rec = orjson.loads(r.value or b"null")
+                    except orjson.JSONDecodeError:
+                        rec = None
+                    if not readable(rec):
+                        # conversions.enriched is our output; a foreign record is skipped
+                        tally["click_evidence", "unreadable"] += 1
+                        continue
+                    routed = route_counted(rec, tally)
+                    items.extend((attr_topic, k.encode(), orjson.dumps(m)) for k, m in routed)
+            await (await outputs()).send_all(items)
+            tally.flush()
+            return n
 
     async def attribute(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, settings.batch_within):
@@ -187,6 +192,5 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
         await (await outputs()).send_all([(attr_topic, b"tick", TICK)] * n, list(range(n)))
 
     app.timer(TICK_INTERVAL, name="convstream.attribution.tick")(tick)
-    app.agent(topics.conversions, name="convstream.attribution.route")(route)
     app.agent(topics.attribution_internal, name="convstream.attribution")(attribute)
     return table

@@ -146,7 +146,10 @@ def test_sigkill_loses_nothing_and_keeps_dedup_state(make_settings, start_worker
     repeated = sum(n - 1 for n in ids.values())
     print(
         f"\ncrash test: sent {len(items) + len(late)} messages for {k} conversions; "
-        f"emitted {len(out)} records, {len(ids)} unique, {repeated} repeated after the kill"
+        f"emitted {len(out)} records, {len(ids)} unique, {repeated} repeated after the kill; "
+        f"restarted worker: {w2.metric('convstream_input_seeks_total')} seeks back, "
+        f"skipped {w2.metric('convstream_input_skipped_total', verdict='done')} done / "
+        f"{w2.metric('convstream_input_skipped_total', verdict='ahead')} ahead"
     )
     assert len(ids) == k  # nothing lost, nothing extra
     assert_repeats_are_identical(out)
