@@ -37,6 +37,7 @@ from agents.dedupe import (
     TICK_INTERVAL,
     Overlay,
     Sweeper,
+    forget_on_revoke,
     set_current_event,
 )
 from agents.failfast import die
@@ -192,5 +193,6 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
         await (await outputs()).send_all([(attr_topic, b"tick", TICK)] * n, list(range(n)))
 
     app.timer(TICK_INTERVAL, name="convstream.attribution.tick")(tick)
+    forget_on_revoke(app, attr_topic, sweeper.forget)
     app.agent(topics.attribution_internal, name="convstream.attribution")(attribute)
     return table

@@ -215,6 +215,12 @@ class Clock:
         self.wall[partition] = wall
         return self.stream[partition]
 
+    def forget(self, partition: int) -> None:
+        """The partition moved away: if it comes back, its time starts again from its
+        held records (its time here would be stale by the time it was elsewhere)."""
+        self.stream.pop(partition, None)
+        self.wall.pop(partition, None)
+
     def tick(self, partition: int, held: Mapping[str, Any], wall: float) -> float:
         if partition not in self.stream:
             # nothing seen since start or assignment: start from the held records' time
@@ -259,6 +265,13 @@ class Sweeper:
         if received_at > self.stream_time.get(partition, float("-inf")):
             self.stream_time[partition] = received_at
 
+    def forget(self, partition: int) -> None:
+        """The partition moved away: its keys no longer count in the gauge."""
+        self.stream_time.pop(partition, None)
+        self.last_sweep.pop(partition, None)
+        self.live.pop(partition, None)
+        self.gauge.set(sum(self.live.values()))
+
     def sweep(self, state: Overlay, events_by_partition: dict[int, Any], now: float) -> int:
         dbs = getattr(self.table.data, "_dbs", None)
         if not isinstance(dbs, dict):
@@ -291,6 +304,19 @@ class Sweeper:
         # approximate (partitions this worker swept; refreshed each sweep)
         self.gauge.set(sum(self.live.values()))
         return removed
+
+
+def forget_on_revoke(app: Any, topic: str, *forget: Any) -> None:
+    """Call each ``forget(partition)`` for the partitions of ``topic`` this worker loses
+    in a rebalance (per-partition bookkeeping kept outside the table)."""
+
+    async def on_revoked(sender: Any, revoked: Any, **kw: Any) -> None:
+        for tp in revoked:
+            if tp.topic == topic:
+                for f in forget:
+                    f(tp.partition)
+
+    app.on_partitions_revoked.connect(on_revoked)
 
 
 # RocksDB memory per partition database is bounded by these, not by the key count
@@ -419,5 +445,12 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
 
     app.timer(TICK_INTERVAL, name="convstream.dedup.tick")(tick)
 
+    forget_on_revoke(
+        app,
+        topics.candidates_internal.get_topic_name(),
+        clock.forget,
+        sweeper.forget,
+        lambda p: held_now.pop(p, None),
+    )
     app.agent(topics.candidates_internal, name="convstream.dedup")(dedup)
     return table

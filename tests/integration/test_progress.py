@@ -83,13 +83,22 @@ def test_records_the_stream_skipped_are_read_again(make_settings, start_worker, 
 def test_records_delivered_again_are_not_decided_again(make_settings, start_worker, kafka) -> None:
     s = three_processed_then_stopped(make_settings, start_worker, kafka)
     topic = f"{s.app_id}-dedup-in"
-    commit(s, topic, {0: 0})  # Faust resumes from the first record
-    w2 = start_worker(s)
-    send_in_order(kafka, s, w2, [("browser", browser("a-0", RECEIVED_AT + 50))])  # a duplicate
-    w2.wait_metric("convstream_duplicates_total", 1, timeout=30)
+    done = 0.0
+    for attempt in range(3):
+        commit(s, topic, {0: 0})  # Faust resumes from the first record
+        w2 = start_worker(s, name=f"again-{attempt}")
+        copy = browser("a-0", RECEIVED_AT + 50 + attempt)  # a duplicate, decided normally
+        send_in_order(kafka, s, w2, [("browser", copy)])
+        w2.wait_metric("convstream_duplicates_total", 1, timeout=30)
+        # a-0..a-2 (and the ticks) came again from offset 0: skipped by the progress, not
+        # decided again; no replay, no second duplicate
+        assert w2.metric("convstream_dedup_replays_total") == 0
+        assert w2.metric("convstream_duplicates_total") == 1
+        done = w2.metric("convstream_input_skipped_total", stage="dedup", verdict="done")
+        w2.stop()
+        if done >= 3:
+            break
+        # else Faust's stream dropped the small backlog at start-up (the very bug the
+        # progress guards against: agents/progress.py) and nothing was delivered again
+    assert done >= 3
     assert len(conversions(kafka, s, expect=4, idle=3)) == 3
-    # a-0..a-2 came again from offset 0: skipped by the progress, not decided again
-    assert w2.metric("convstream_input_skipped_total", stage="dedup", verdict="done") >= 3
-    assert w2.metric("convstream_dedup_replays_total") == 0
-    assert w2.metric("convstream_duplicates_total") == 1
-
