@@ -34,10 +34,10 @@ from agents.batchloop import BatchLoop
 from agents.dedupe import (
     ROCKSDB_OPTIONS,
     TICK,
-    TICK_INTERVAL,
     Overlay,
     Sweeper,
     forget_on_revoke,
+    send_ticks,
     set_current_event,
 )
 from agents.failfast import die
@@ -163,7 +163,7 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
         last_event: dict[int, Any] = {}
         progress = await gate.begin(state, events)
         for event in events:
-            if not await gate.admit(progress, event) or event.message.value == TICK:
+            if not gate.admit(progress, event) or event.message.value == TICK:
                 continue  # processed already, records before it skipped, or a tick
             set_current_event(event)
             state.event = event
@@ -187,12 +187,7 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
         metrics.BATCH_SECONDS.labels("attribution").observe(time.perf_counter() - t0)
         metrics.BATCH_SIZE.labels("attribution").observe(len(events))
 
-    async def tick() -> None:
-        """A tick to every partition: one whose last records the stream dropped notices."""
-        n = settings.partitions
-        await (await outputs()).send_all([(attr_topic, b"tick", TICK)] * n, list(range(n)))
-
-    app.timer(TICK_INTERVAL, name="convstream.attribution.tick")(tick)
+    send_ticks(app, "convstream.attribution.tick", attr_topic, settings.partitions, outputs)
     forget_on_revoke(app, attr_topic, sweeper.forget)
     app.agent(topics.attribution_internal, name="convstream.attribution")(attribute)
     return table

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from typing import Any, Final
 
 import orjson
@@ -306,6 +306,20 @@ class Sweeper:
         return removed
 
 
+def send_ticks(
+    app: Any, name: str, topic: str, partitions: int, outputs: Callable[[], Awaitable[Outputs]]
+) -> None:
+    """Once a second, a tick to every partition of ``topic`` (an internal topic of a
+    stateful agent): it moves a quiet partition's time, and shows a partition whose last
+    records the stream dropped (agents/progress.py)."""
+
+    async def tick() -> None:
+        n = partitions
+        await (await outputs()).send_all([(topic, b"tick", TICK)] * n, list(range(n)))
+
+    app.timer(TICK_INTERVAL, name=name)(tick)
+
+
 def forget_on_revoke(app: Any, topic: str, *forget: Any) -> None:
     """Call each ``forget(partition)`` for the partitions of ``topic`` this worker loses
     in a rebalance (per-partition bookkeeping kept outside the table)."""
@@ -348,26 +362,32 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
     held_now: dict[int, int] = {}  # held records per partition after its last batch
 
     async def dedup(stream: Any) -> None:
-        outputs: Outputs | None = None
         async for events in stream.take_events(settings.batch_size, settings.batch_within):
             try:
-                outputs = await batch(events, outputs)
+                await batch(events)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # never let Faust ack a batch we did not finish
                 die("dedup", exc)
 
-    async def outputs_ready() -> Outputs:
-        await producer_holder.producer_ready.wait()
-        return Outputs(
-            producer_holder.producer, settings.topics.conversions, settings.topics.dead_letter
-        )
+    cached: list[Outputs] = []
 
-    async def batch(events: Any, outputs: Outputs | None) -> Outputs:
+    async def outputs_ready() -> Outputs:
+        if not cached:
+            await producer_holder.producer_ready.wait()
+            cached.append(
+                Outputs(
+                    producer_holder.producer,
+                    settings.topics.conversions,
+                    settings.topics.dead_letter,
+                )
+            )
+        return cached[0]
+
+    async def batch(events: Any) -> None:
         """Decide, produce and await, then write the table (see the module docstring)."""
         t0 = time.perf_counter()
-        if outputs is None:
-            outputs = await outputs_ready()
+        outputs = await outputs_ready()
         state = Overlay(table)
         stages: dict[int, DedupStage] = {}  # per partition: its held records differ
 
@@ -389,7 +409,7 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
         wall = time.time()
         progress = await gate.begin(state, events)
         for event in events:
-            if not await gate.admit(progress, event):
+            if not gate.admit(progress, event):
                 continue  # processed already, or records before it were skipped
             set_current_event(event)
             state.event = event
@@ -430,24 +450,13 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
             metrics.HELD.set(sum(held_now.values()))
         metrics.BATCH_SECONDS.labels("dedup").observe(time.perf_counter() - t0)
         metrics.BATCH_SIZE.labels("dedup").observe(len(events))
-        return outputs
 
-    tick_outputs: list[Outputs] = []
-
-    async def tick() -> None:
-        """One tick to every partition of the dedup topic: quiet partitions release held
-        conversions, and a partition whose stream skipped its last records notices."""
-        if not tick_outputs:
-            tick_outputs.append(await outputs_ready())
-        topic = topics.candidates_internal.get_topic_name()
-        n = settings.partitions
-        await tick_outputs[0].send_all([(topic, b"tick", TICK)] * n, list(range(n)))
-
-    app.timer(TICK_INTERVAL, name="convstream.dedup.tick")(tick)
-
+    topic = topics.candidates_internal.get_topic_name()
+    # quiet partitions release held conversions at a tick
+    send_ticks(app, "convstream.dedup.tick", topic, settings.partitions, outputs_ready)
     forget_on_revoke(
         app,
-        topics.candidates_internal.get_topic_name(),
+        topic,
         clock.forget,
         sweeper.forget,
         lambda p: held_now.pop(p, None),

@@ -3,7 +3,7 @@ its own table as ``o|<partition>``, so it moves with the table's state (RocksDB 
 changelog) on restarts and rebalances.
 
 Per batch: ``begin`` loads the progress of each partition in the batch (see ``_start``
-for a partition without one), ``admit`` judges each event, ``record``
+for a partition without one), ``admit`` (no I/O: it runs per event) judges each event, ``record``
 writes the new progress through the overlay *after* the batch's other writes (so the
 changelog holds the state before the progress that covers it), and ``finish`` seeks the
 partitions that were ahead back to their progress (at most once a second each).
@@ -16,7 +16,7 @@ import time
 from typing import Any, Final
 
 from streams import metrics
-from streams.progress import Progress, admit
+from streams.progress import Progress
 
 log = logging.getLogger("convstream.progress")
 
@@ -35,6 +35,8 @@ class InputGate:
         self.every = every
         self.last_look: dict[int, float] = {}
         self.to_seek: set[int] = set()  # partitions of this batch to seek back
+        # partition -> its first offset, when retention deleted records below the progress
+        self.floor: dict[int, int] = {}
 
     async def _start(self, tp: Any) -> int:
         """Where a partition without stored progress starts: the group's committed
@@ -64,22 +66,17 @@ class InputGate:
                 progress.expected[part] = await self._start(event.message.tp)
             else:
                 progress.expected[part] = int(stored["next"])
+            if part in self.floor:  # counted as lost when found (finish)
+                progress.skip_to(part, self.floor.pop(part))
         return progress
 
-    async def admit(self, progress: Progress, event: Any) -> bool:
+    def admit(self, progress: Progress, event: Any) -> bool:
         """True when ``event`` is the next one of its partition (then process it)."""
-        part, offset = event.message.partition, event.message.offset
-        if admit(progress.expected[part], offset) == "ahead" and self._may_look(part):
+        part = event.message.partition
+        verdict = progress.check(part, event.message.offset)
+        if verdict == "ahead" and part not in self.to_seek and self._may_look(part):
             self.to_seek.add(part)
-            first = await self._first_offset(event.message.tp)
-            lost = progress.skip_to(part, first)
-            if lost:
-                metrics.INPUT_LOST.labels(self.stage).inc(lost)
-                log.warning(
-                    "input records were deleted before they were processed",
-                    extra={"stage": self.stage, "partition": part, "lost": lost},
-                )
-        return progress.check(part, offset) == "next"
+        return verdict == "next"
 
     def _may_look(self, part: int) -> bool:
         now = time.monotonic()
@@ -106,6 +103,14 @@ class InputGate:
                 continue  # sought less than a second ago: those records may be on their way
             target = progress.expected[part]
             tp = progress.events[part].message.tp
+            first = await self._first_offset(tp)
+            if first > target:  # deleted by retention: cannot be read again
+                metrics.INPUT_LOST.labels(self.stage).inc(first - target)
+                log.warning(
+                    "input records were deleted before they were processed",
+                    extra={"stage": self.stage, "partition": part, "lost": first - target},
+                )
+                self.floor[part] = target = first
             await self.app.consumer.seek(tp, target)
             metrics.INPUT_SEEKS.labels(self.stage).inc()
             log.warning(
