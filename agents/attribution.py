@@ -41,7 +41,7 @@ from agents.dedupe import (
     set_current_event,
 )
 from agents.failfast import die
-from agents.outputs import Outputs
+from agents.outputs import shared_outputs
 from agents.progress import InputGate
 from streams import metrics
 from streams.attribution import LANDING_TTL, Attributor, readable, route_counted
@@ -98,19 +98,9 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
     )
     attr_topic = internal_topic(settings)
     gate = InputGate(app, "attribution")
-    holder: list[Outputs] = []
-
-    async def outputs() -> Outputs:
-        if not holder:
-            await producer_holder.producer_ready.wait()
-            holder.append(
-                Outputs(
-                    producer_holder.producer,
-                    settings.topics.candidates,
-                    settings.topics.dead_letter,
-                )
-            )
-        return holder[0]
+    outputs = shared_outputs(
+        producer_holder, settings.topics.candidates, settings.topics.dead_letter
+    )
 
     @app.service
     class Route(BatchLoop):

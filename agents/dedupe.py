@@ -43,7 +43,7 @@ import orjson
 from faust.streams import _current_event
 
 from agents.failfast import die
-from agents.outputs import Outputs, partition_for
+from agents.outputs import Outputs, partition_for, shared_outputs
 from agents.progress import InputGate
 from streams import metrics
 from streams.dedupe import Deduper, DedupStage, partition_key
@@ -370,19 +370,9 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
             except BaseException as exc:  # never let Faust ack a batch we did not finish
                 die("dedup", exc)
 
-    cached: list[Outputs] = []
-
-    async def outputs_ready() -> Outputs:
-        if not cached:
-            await producer_holder.producer_ready.wait()
-            cached.append(
-                Outputs(
-                    producer_holder.producer,
-                    settings.topics.conversions,
-                    settings.topics.dead_letter,
-                )
-            )
-        return cached[0]
+    outputs_ready = shared_outputs(
+        producer_holder, settings.topics.conversions, settings.topics.dead_letter
+    )
 
     async def batch(events: Any) -> None:
         """Decide, produce and await, then write the table (see the module docstring)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -31,6 +31,22 @@ def partition_for(key: bytes, partitions: int) -> int:
     if len(key) == 64 and _HEX.issuperset(key[:8]):
         return int(key[:8], 16) % partitions
     return zlib.crc32(key) % partitions
+
+
+def shared_outputs(
+    producer_holder: Any, conversions: str, dead_letter: str
+) -> Callable[[], Awaitable[Outputs]]:
+    """An async getter of one ``Outputs`` on the worker's shared producer (the ingest
+    service's), made once that producer has started."""
+    made: list[Outputs] = []
+
+    async def get() -> Outputs:
+        if not made:
+            await producer_holder.producer_ready.wait()
+            made.append(Outputs(producer_holder.producer, conversions, dead_letter))
+        return made[0]
+
+    return get
 
 
 class Outputs:
