@@ -5,15 +5,17 @@ Two stages:
 
 - **route** (a plain aiokafka loop, agents/batchloop.py, like ingest) reads
   ``conversions.enriched`` and writes one small message per distinct fbclid of a
-  conversion (``streams.attribution.route``) to ``<app_id>-attribution-in``, keyed by
-  the fbclid, so a landing hit and every lookup of it meet on one partition.
-- **attribute** (a Faust agent, ``take_events`` batches) reads that topic with the
+  conversion (``streams.attribution.route``) to ``<app_id>-attribution-in``, on the
+  partition of the fbclid, so a landing hit and every lookup of it meet on one
+  partition; the messages of one batch for one partition travel as one group record
+  (streams/groups.py).
+- **attribute** (a stateful stage, agents/stage.py) reads that topic with the
   ``landing`` table (RocksDB + changelog; keys ``l|<fbclid>``) and the global ads
   catalog (agents/catalog.py), and writes candidates keyed by conversion_id.
 
-Same delivery order as dedup (agents/dedupe.py): outputs produced and acked, then the
-table's changelog, then its local writes, then Faust acks the batch; and the same input
-gate (agents/progress.py: progress per partition in the table, ticks once a second).
+Same delivery mechanism as dedup (agents/stage.py): outputs produced and acked, then
+the table's changelog, then its local writes, then Faust acks the batch; the same input
+gate (progress per partition in the table, ticks once a second).
 At least once: after a crash a candidate may be written again, identical (same
 conversion_id and fbclid). Landing entries expire 28 days after the hit, by the
 partition's stream time (the latest conversion event_time seen), through the same
@@ -22,28 +24,23 @@ sweeper as dedup state.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import orjson
 
 from agents.batchloop import BatchLoop
-from agents.dedupe import (
+from agents.outputs import partition_for, shared_outputs
+from agents.stage import (
     ROCKSDB_OPTIONS,
-    TICK,
+    STAGE_BATCH_RECORDS,
+    Batch,
     Overlay,
+    StatefulStage,
     Sweeper,
-    forget_on_revoke,
-    send_ticks,
-    set_current_event,
 )
-from agents.failfast import die
-from agents.outputs import shared_outputs
-from agents.progress import InputGate
-from streams import metrics
+from streams import groups, metrics
 from streams.attribution import LANDING_TTL, Attributor, readable, route_counted
 from streams.settings import Settings
 from streams.tally import Tally
@@ -97,7 +94,6 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
         gauge=metrics.LANDING_KEYS,
     )
     attr_topic = internal_topic(settings)
-    gate = InputGate(app, "attribution")
     outputs = shared_outputs(
         producer_holder, settings.topics.candidates, settings.topics.dead_letter
     )
@@ -114,7 +110,8 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
 
         async def handle(self, batch: dict[Any, list[Any]]) -> int:
             tally = Tally()
-            items: list[tuple[str, bytes, bytes | None]] = []
+            routed_to: list[tuple[int, bytes]] = []
+            parts = settings.partitions
             n = 0
             for records in batch.values():
                 n += len(records)
@@ -127,57 +124,47 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
                         # conversions.enriched is our output; a foreign record is skipped
                         tally["click_evidence", "unreadable"] += 1
                         continue
-                    routed = route_counted(rec, tally)
-                    items.extend((attr_topic, k.encode(), orjson.dumps(m)) for k, m in routed)
-            await (await outputs()).send_all(items)
+                    for k, m in route_counted(rec, tally):
+                        routed_to.append((partition_for(k.encode(), parts), orjson.dumps(m)))
+            items, partitions = groups.by_partition(routed_to, attr_topic)
+            await (await outputs()).send_all(items, partitions)
             tally.flush()
             return n
 
-    async def attribute(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, settings.batch_within):
-            try:
-                await attribute_batch(events)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                die("attribution", exc)
-
-    async def attribute_batch(events: Any) -> None:
-        await catalog.loaded.wait()  # ads known at start-up are applied first
-        t0 = time.perf_counter()
-        out = await outputs()
-        state = Overlay(table)
-        attributor = Attributor(Landing(state), catalog.catalog.get)
-        tally = Tally()
-        candidates: list[tuple[str, bytes, bytes | None]] = []
-        last_event: dict[int, Any] = {}
-        progress = await gate.begin(state, events)
-        for event in events:
-            if not gate.admit(progress, event) or event.message.value == TICK:
-                continue  # processed already, records before it skipped, or a tick
-            set_current_event(event)
-            state.event = event
-            msg = orjson.loads(event.message.value)  # only our route agent writes here
-            cand = attributor.handle(msg, tally)
-            if cand is not None:
-                key = cand["conversion_id"].encode()
-                candidates.append((settings.topics.candidates, key, orjson.dumps(cand)))
-            sweeper.observe(event.message.partition, msg["conversion"]["event_time"])
-            last_event[event.message.partition] = event
-        expired = sweeper.sweep(state, last_event, time.time())
-        if expired:
-            tally["landing_expired",] += expired
-        gate.record(progress, state)
-        await out.send_all(candidates)
-        changelog, partitions = state.changelog()
-        await out.send_all(changelog, partitions)
-        state.write_local()
-        await gate.finish(progress)
-        tally.flush()
-        metrics.BATCH_SECONDS.labels("attribution").observe(time.perf_counter() - t0)
-        metrics.BATCH_SIZE.labels("attribution").observe(len(events))
-
-    send_ticks(app, "convstream.attribution.tick", attr_topic, settings.partitions, outputs)
-    forget_on_revoke(app, attr_topic, sweeper.forget)
-    app.agent(topics.attribution_internal, name="convstream.attribution")(attribute)
+    StatefulStage(
+        app,
+        name="attribution",
+        table=table,
+        topic=topics.attribution_internal,
+        partitions=settings.partitions,
+        outputs=outputs,
+        sweeper=sweeper,
+        begin=lambda batch: AttributeBody(batch, catalog, settings.topics.candidates),
+        batch_records=STAGE_BATCH_RECORDS,
+        batch_within=settings.batch_within,
+        expired_counter="landing_expired",
+        ready=catalog.loaded.wait,  # ads known at start-up are applied first
+    )
     return table
+
+
+class AttributeBody:
+    """One batch of the attribute stage (a ``Body`` of agents/stage.py)."""
+
+    def __init__(self, batch: Batch, catalog: Any, topic: str) -> None:
+        self.batch = batch
+        self.topic = topic
+        self.attributor = Attributor(Landing(batch.state), catalog.catalog.get)
+
+    def tick(self, partition: int, wall: float) -> None:
+        pass  # nothing waits on time here
+
+    def event(self, partition: int, msg: dict[str, Any]) -> float:
+        cand = self.attributor.handle(msg, self.batch.tally)
+        if cand is not None:
+            self.batch.emit(self.topic, cand["conversion_id"].encode(), orjson.dumps(cand))
+        t: float = msg["conversion"]["event_time"]
+        return t
+
+    def end(self) -> None:
+        pass

@@ -82,6 +82,7 @@ def register(app: Any, settings: Settings) -> IngestState:
                 internal_topic(settings),
                 settings.topics.dead_letter,
                 key=partition_key,
+                grouped=True,
             )
 
         async def stop_outputs(self) -> None:

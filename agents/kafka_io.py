@@ -1,5 +1,5 @@
-"""aiokafka helpers for the CLI (produce, demo) and the tests: create topics, produce
-lines, read a topic. Not used on the worker's hot path."""
+"""aiokafka helpers for the CLI (produce, demo, the worker's start-up) and the tests:
+create topics, produce lines, read a topic. Not used on the worker's hot path."""
 
 from __future__ import annotations
 
@@ -50,6 +50,44 @@ async def create_topics(s: Settings, names: Iterable[str], partitions: int | Non
                 pass
     finally:
         await admin.close()
+
+
+async def ensure_topics(
+    s: Settings, wanted: dict[str, tuple[int, dict[str, str]]], timeout: float = 60.0
+) -> None:
+    """Create the topics of ``wanted`` (name -> (partitions, configs)) that are missing,
+    then wait until a new client's metadata shows each.
+
+    The worker calls this before its consumers join their groups: a group joined while
+    the broker's metadata still lacked a topic leaves that topic's partitions
+    unassigned until the client's next metadata refresh (5 minutes by default)."""
+    admin = AIOKafkaAdminClient(**client_kwargs(s))
+    await admin.start()
+    try:
+        for name, (partitions, cfg) in wanted.items():
+            try:
+                await admin.create_topics(
+                    [NewTopic(name, partitions, s.replication_factor, topic_configs=cfg)]
+                )
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(**client_kwargs(s))
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            known = await consumer.topics()  # a fresh metadata request
+            missing = [n for n in wanted if n not in known]
+            if not missing:
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"topics missing from the broker's metadata: {missing}")
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
 
 
 async def produce(

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
 
-from streams import records
+from streams import groups, records
 from streams.model import Origin
 from streams.pipeline import Result
 
@@ -56,11 +56,14 @@ class Outputs:
         conversions: str,
         dead_letter: str,
         key: Callable[[dict[str, Any]], bytes] | None = None,
+        *,
+        grouped: bool = False,
     ) -> None:
         self.producer = producer  # a started AIOKafkaProducer
         self.conversions = conversions
         self.dead_letter = dead_letter
         self.key = key or (lambda rec: rec["conversion_id"].encode())
+        self.grouped = grouped  # conversions as groups per partition (streams/groups.py)
         self._partitions: dict[str, int] = {}
 
     async def _count(self, topic: str) -> int:
@@ -71,29 +74,44 @@ class Outputs:
         return n
 
     async def write(self, result: Result) -> None:
-        items: list[tuple[str, bytes, bytes | None]] = [
-            (self.conversions, self.key(rec), orjson.dumps(rec)) for rec in result.conversions
-        ]
+        items: list[tuple[str, bytes, bytes | None]]
+        parts: list[int | None] | None = None
+        if self.grouped:
+            n = await self._count(self.conversions)
+            keyf = self.key
+            items, explicit = groups.by_partition(
+                ((partition_for(keyf(rec), n), orjson.dumps(rec)) for rec in result.conversions),
+                self.conversions,
+            )
+            parts = list(explicit)
+        else:
+            items = [
+                (self.conversions, self.key(rec), orjson.dumps(rec)) for rec in result.conversions
+            ]
         for dl in result.dead_letters:
             origin = Origin(dl["source_topic"], dl["partition"], dl["offset"])
             key = records.dead_letter_key(origin, dl["event_index"])
             items.append((self.dead_letter, key, orjson.dumps(dl)))
-        await self.send_all(items)
+            if parts is not None:
+                parts.append(None)
+        await self.send_all(items, parts)
 
     async def send_all(
-        self, items: list[tuple[str, bytes, bytes | None]], partitions: list[int] | None = None
+        self,
+        items: list[tuple[str, bytes, bytes | None]],
+        partitions: Sequence[int | None] | None = None,
     ) -> None:
-        """Send (topic, key, value) items, to ``partitions[i]`` when given (else by key);
-        return once the broker acknowledged all. A None value is a tombstone."""
+        """Send (topic, key, value) items, to ``partitions[i]`` when given and not None
+        (else by key); return once the broker acknowledged all. A None value is a
+        tombstone."""
         if not items:
             return
         producer = self.producer
         batches: dict[tuple[str, int], Any] = {}
         pending: list[asyncio.Future[Any]] = []
         for i, (topic, key, value) in enumerate(items):
-            if partitions is not None:
-                part = partitions[i]
-            else:
+            part = None if partitions is None else partitions[i]
+            if part is None:
                 part = partition_for(key, await self._count(topic))
             batch = batches.get((topic, part))
             if batch is None:

@@ -38,6 +38,19 @@ class Wiring:
     app: faust.App
     topics: Any  # streams.topics.AppTopics
 
+    def internal_topics(self) -> dict[str, tuple[int, dict[str, str]]]:
+        """The topics the worker owns (stage inputs, table changelogs): name ->
+        (partitions, topic configs), for ``kafka_io.ensure_topics`` before it starts."""
+        out: dict[str, tuple[int, dict[str, str]]] = {}
+        for topic in (self.topics.candidates_internal, self.topics.attribution_internal):
+            out[topic.get_topic_name()] = (int(topic.partitions), {})
+        for table in self.app.tables.values():
+            if table.is_global:
+                continue  # the ads catalog's topic is a user topic (SPEC §1)
+            name = table.changelog_topic.get_topic_name()
+            out[name] = (int(table.partitions), {"cleanup.policy": "compact"})
+        return out
+
 
 def _credentials(s: Settings) -> Any:
     if s.security_protocol == "PLAINTEXT":

@@ -48,6 +48,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.runtime import tune_gc
 
     wiring = create_app(s)
+    # the internal topics exist, and the broker's metadata shows them, before any
+    # consumer joins its group (else their partitions stay unassigned for minutes)
+    from agents import kafka_io
+
+    asyncio.run(kafka_io.ensure_topics(s, wiring.internal_topics()))
     tune_gc()
     worker = Worker(
         wiring.app,

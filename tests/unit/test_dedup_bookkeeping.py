@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from agents.dedupe import Clock, Sweeper
+from agents.dedupe import Clock
+from agents.stage import Sweeper
 
 
 def test_a_partition_that_comes_back_restarts_its_clock_from_its_held_records() -> None:
@@ -22,7 +23,7 @@ def test_a_partition_that_comes_back_restarts_its_clock_from_its_held_records() 
 
 def test_the_key_gauge_drops_a_partition_that_moved_away() -> None:
     gauge = Gauge("keys", "test", registry=CollectorRegistry())
-    sweeper = Sweeper(None, window=60, every=0.0, gauge=gauge)
+    sweeper = Sweeper(None, window=60, every=0.0, prefixes=frozenset(), time_key="t", gauge=gauge)
     sweeper.observe(0, 10.0)
     sweeper.live.update({0: 7, 1: 5})
     sweeper.forget(1)

@@ -1,0 +1,386 @@
+"""The stateful-stage mechanism: one Faust agent over one Faust table, shared by the
+dedup and attribution stages. A stage module supplies only its decisions (a ``Body``
+per batch) and its keys; everything about delivery lives here, written once.
+
+A stage reads an internal topic whose records carry *groups* of events
+(streams/groups.py), so Faust's per-record cost is paid per group. Per batch of
+records from ``take_events``:
+
+1. ``gate.begin`` loads the stage's own progress per partition (agents/progress.py);
+2. each record is judged by ``gate.admit`` (processed already, next, or ahead of a
+   record the stream dropped); a record that is next is a tick (``TICK``: moves a quiet
+   partition's time) or a group, whose events are decided one by one by the body, over
+   an ``Overlay`` of the table (reads from the partition's store, writes kept pending);
+3. the ``Sweeper`` deletes expired state of the partitions in the batch (about once a
+   minute each), through the overlay, so tombstones follow the same path;
+4. ``gate.record`` writes the new progress, *last*, into the overlay;
+5. the body's outputs are produced and acknowledged by the broker;
+6. the overlay's changelog records are produced and acknowledged;
+7. the overlay is written to the local store (``write_local``);
+8. ``gate.finish`` seeks partitions that were ahead back; the batch returns and Faust
+   acks its offsets.
+
+So a crash can only repeat an output (same key and value), never mark state whose
+output was not written; the local store is never ahead of the changelog, so a partition
+that moves to another worker takes all its state along; and a record is decided once,
+even if the stream delivers it twice or drops it.
+
+Faust picks a table's partition (for reads and writes, store and changelog) from the
+*current event*, so each record is made current while its events are decided, as
+Faust's own stream iterator does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import Any, Final, Protocol
+
+import orjson
+from faust.streams import _current_event
+
+from agents.failfast import die
+from agents.outputs import Outputs
+from agents.progress import InputGate
+from streams import groups, metrics
+from streams.tally import Tally
+
+TICK: Final = b'{"tick":true}'  # a record on an internal topic that only moves time
+TICK_INTERVAL: Final = 1.0  # seconds
+
+# RocksDB memory per partition database is bounded by these, not by the key count
+# (Faust's defaults: 3 x 64 MiB write buffers and a 2 GiB block cache per database).
+ROCKSDB_OPTIONS: Final = {
+    "write_buffer_size": 8 * 1024**2,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024**2,
+    "block_cache_size": 16 * 1024**2,
+    "block_cache_compressed_size": 4 * 1024**2,
+}
+
+# Records (groups or ticks) per batch of a stage: an ingest batch of 1000 raw messages
+# makes about one group per partition, so 16 records hold a few thousand events
+STAGE_BATCH_RECORDS: Final = 16
+
+Item = tuple[str, bytes, bytes | None]  # (topic, key, value); None is a tombstone
+
+
+def set_current_event(event: Any) -> None:
+    """Make ``event`` the one Faust tables read and write for (its partition)."""
+    _current_event.set(weakref.ref(event))
+
+
+class Overlay(MutableMapping[str, dict[str, Any]]):
+    """A table seen through this batch's pending writes; ``changelog`` and
+    ``write_local`` write them. Reads and writes go to the partition of ``event``."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.pending: dict[str, tuple[dict[str, Any] | None, Any]] = {}
+        self.event: Any = None
+        # With RocksDB, read and write the current partition's database directly: the
+        # partition is always the current event's, so the store's key->partition index
+        # (an LRU) and its per-key bookkeeping are not needed on this hot path.
+        self._db_for = getattr(table.data, "_db_for_partition", None)
+
+    def _raw(self, kb: bytes) -> bytes | None:
+        if self._db_for is not None:
+            raw: bytes | None = self._db_for(self.event.message.partition).get(kb)
+            return raw
+        raw = self.table.get(kb)
+        return raw
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        hit = self.pending.get(key)
+        if hit is not None:
+            if hit[0] is None:
+                raise KeyError(key)
+            return hit[0]
+        raw = self._raw(key.encode())
+        if raw is None:
+            raise KeyError(key)
+        value: dict[str, Any] = orjson.loads(raw)
+        return value
+
+    def __setitem__(self, key: str, value: dict[str, Any]) -> None:
+        self.pending[key] = (value, self.event)
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # raises KeyError when absent
+        self.pending[key] = (None, self.event)
+
+    def __iter__(self) -> Iterator[str]:
+        # Iterating would cross partitions (the table spans all of this worker's); the
+        # decisions never iterate, and expiry walks one partition's database (Sweeper).
+        raise TypeError("the overlay is not iterable; see Sweeper for expiry")
+
+    def __len__(self) -> int:
+        raise TypeError("the overlay has no length; see Sweeper for expiry")
+
+    def changelog(self) -> tuple[list[Item], list[int]]:
+        """The changelog records of the pending changes (and their partitions), in the
+        order they were made, for the caller to send *before* ``write_local``.
+
+        Faust's own ``Table.__setitem__`` sends one changelog message at a time through
+        its producer buffer (~3k/s here); batching them with the outputs' producer keeps
+        the stage near the ingest stage's speed. Recovery reads the changelog as usual."""
+        topic = self.table.changelog_topic.get_topic_name()
+        records: list[Item] = []
+        partitions: list[int] = []
+        for key, (value, event) in self.pending.items():
+            records.append((topic, key.encode(), None if value is None else orjson.dumps(value)))
+            partitions.append(event.message.partition)
+        return records, partitions
+
+    def write_local(self) -> None:
+        """Write the pending changes to the local store (each in its event's partition).
+
+        Called once the changelog holds them: the local database is never ahead of the
+        changelog, so a worker that dies in between finds them again by recovery, and a
+        partition that moves to another worker moves with all of its state."""
+        store = self.table.data
+        for key, (value, event) in self.pending.items():
+            kb = key.encode()
+            vb = None if value is None else orjson.dumps(value)
+            if self._db_for is not None:
+                db = self._db_for(event.message.partition)
+                if vb is None:
+                    db.delete(kb)
+                else:
+                    db.put(kb, vb)
+            else:
+                set_current_event(event)
+                if vb is None:
+                    store.pop(kb, None)
+                else:
+                    store[kb] = vb
+        self.pending.clear()
+
+
+class Sweeper:
+    """Expiry of a stage's state: per partition, about once ``every`` seconds, keys (with
+    one of ``prefixes``) whose ``time_key`` is older than the partition's stream time
+    (the latest time observed) minus ``window`` are deleted through the overlay, so
+    their changelog tombstones follow the batch's outputs and recovery cannot bring them
+    back. Needs the RocksDB store (one database per partition); with ``memory://`` (dev
+    only) state is not swept."""
+
+    def __init__(
+        self,
+        table: Any,
+        window: int,
+        every: float,
+        *,
+        prefixes: frozenset[bytes],
+        time_key: str,
+        gauge: Any,
+    ) -> None:
+        self.table = table
+        self.window = window
+        self.every = every  # wall-clock seconds between two sweeps of one partition
+        self.prefixes = prefixes  # the state keys (the database also holds Faust's own)
+        self.time_key = time_key
+        self.gauge = gauge
+        self.stream_time: dict[int, float] = {}
+        self.last_sweep: dict[int, float] = {}
+        self.live: dict[int, int] = {}  # keys left after the last sweep, per partition
+
+    def observe(self, partition: int, t: float) -> None:
+        if t > self.stream_time.get(partition, float("-inf")):
+            self.stream_time[partition] = t
+
+    def forget(self, partition: int) -> None:
+        """The partition moved away: its keys no longer count in the gauge."""
+        self.stream_time.pop(partition, None)
+        self.last_sweep.pop(partition, None)
+        self.live.pop(partition, None)
+        self.gauge.set(sum(self.live.values()))
+
+    def sweep(self, state: Overlay, events_by_partition: dict[int, Any], now: float) -> int:
+        dbs = getattr(self.table.data, "_dbs", None)
+        if not isinstance(dbs, dict):
+            return 0
+        removed = 0
+        for partition, event in events_by_partition.items():
+            if now - self.last_sweep.get(partition, 0.0) < self.every:
+                continue
+            self.last_sweep[partition] = now
+            db = dbs.get(partition)
+            if db is None:
+                continue
+            cutoff = self.stream_time.get(partition, float("-inf")) - self.window
+            state.event = event  # tombstones go to this partition's changelog
+            live = 0
+            for kb, vb in db.items():
+                # the database also holds Faust's own metadata (its changelog offset)
+                if not isinstance(kb, bytes) or kb[:2] not in self.prefixes or vb is None:
+                    continue
+                key = kb.decode()
+                if key in state.pending:  # rewritten by this batch: fresh
+                    continue
+                value = orjson.loads(vb)
+                if isinstance(value, dict) and value.get(self.time_key, cutoff) < cutoff:
+                    state.pending[key] = (None, event)
+                    removed += 1
+                else:
+                    live += 1
+            self.live[partition] = live
+        # approximate (partitions this worker swept; refreshed each sweep)
+        self.gauge.set(sum(self.live.values()))
+        return removed
+
+
+class Body(Protocol):
+    """A stage's decisions for one batch (made by the stage's ``begin`` per batch)."""
+
+    def tick(self, partition: int, wall: float) -> None:
+        """A tick of ``partition`` (no data: time moves)."""
+
+    def event(self, partition: int, rec: dict[str, Any]) -> float:
+        """Decide one event; return its time for expiry (the sweeper's stream time)."""
+        ...
+
+    def end(self) -> None:
+        """After the batch's decisions and sweep, before its outputs are produced."""
+
+
+class Batch:
+    """What a body writes into: outputs (produced before the changelog), the overlay of
+    the table, and the batch's counters."""
+
+    def __init__(self, state: Overlay) -> None:
+        self.state = state
+        self.tally = Tally()
+        self.items: list[Item] = []
+        self.partitions: list[int | None] = []  # per item: a partition, or None (by key)
+
+    def emit(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        self.items.append((topic, key, value))
+        self.partitions.append(partition)
+
+
+class StatefulStage:
+    """One stateful stage: the Faust agent ``name`` over ``topic`` (an internal topic of
+    groups and ticks) with ``table``, deciding through the bodies ``begin`` makes.
+
+    ``begin(batch)`` is called once per batch with a fresh ``Batch``; ``forget`` are
+    extra per-partition bookkeeping cleaners called when a rebalance takes a partition.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        name: str,
+        table: Any,
+        topic: Any,
+        partitions: int,
+        outputs: Callable[[], Awaitable[Outputs]],
+        sweeper: Sweeper,
+        begin: Callable[[Batch], Body],
+        batch_records: int,
+        batch_within: float,
+        expired_counter: str,
+        forget: tuple[Callable[[int], Any], ...] = (),
+        ready: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.table = table
+        self.outputs = outputs
+        self.sweeper = sweeper
+        self.begin = begin
+        self.batch_records = batch_records
+        self.batch_within = batch_within
+        self.expired_counter = expired_counter
+        self.ready = ready
+        self.gate = InputGate(app, name)
+        topic_name = topic.get_topic_name()
+        self.topic_name = topic_name
+        send_ticks(app, f"convstream.{name}.tick", topic_name, partitions, outputs)
+        forget_on_revoke(app, topic_name, sweeper.forget, *forget)
+        app.agent(topic, name=f"convstream.{name}")(self._agent)
+
+    async def _agent(self, stream: Any) -> None:
+        async for records in stream.take_events(self.batch_records, self.batch_within):
+            try:
+                await self.run(records)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # never let Faust ack a batch we did not finish
+                die(self.name, exc)
+
+    async def run(self, records: Any) -> None:
+        """One batch, in the order of the module docstring."""
+        if self.ready is not None:
+            await self.ready()
+        t0 = time.perf_counter()
+        out = await self.outputs()
+        state = Overlay(self.table)
+        batch = Batch(state)
+        body = self.begin(batch)
+        gate, sweeper = self.gate, self.sweeper
+        last: dict[int, Any] = {}
+        wall = time.time()
+        decided = 0
+        progress = await gate.begin(state, records)
+        for record in records:
+            if not gate.admit(progress, record):
+                continue  # processed already, or records before it were skipped
+            set_current_event(record)
+            state.event = record
+            part = record.message.partition
+            last[part] = record
+            value = record.message.value
+            if value == TICK:
+                body.tick(part, wall)
+                continue
+            # only convstream writes this topic: a record that does not decode is a bug
+            for rec in groups.decode(value):
+                sweeper.observe(part, body.event(part, rec))
+                decided += 1
+        expired = sweeper.sweep(state, last, time.time())
+        if expired:
+            batch.tally[self.expired_counter,] += expired
+        body.end()
+        gate.record(progress, state)  # last: the state it covers comes first
+        await out.send_all(batch.items, batch.partitions)
+        # the changelog must hold this batch's state and progress before the offsets can
+        # be committed: else a new owner (rebalance, restart) resumes past an emitted
+        # output without knowing it, and emits the next copy as well
+        changelog, partitions = state.changelog()
+        await out.send_all(changelog, partitions)
+        state.write_local()
+        await gate.finish(progress)
+        batch.tally.flush()
+        metrics.BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - t0)
+        metrics.BATCH_SIZE.labels(self.name).observe(decided)
+
+
+def send_ticks(
+    app: Any, name: str, topic: str, partitions: int, outputs: Callable[[], Awaitable[Outputs]]
+) -> None:
+    """Once a second, a tick to every partition of ``topic`` (an internal topic of a
+    stateful stage): it moves a quiet partition's time, and shows a partition whose last
+    records the stream dropped (agents/progress.py)."""
+
+    async def tick() -> None:
+        n = partitions
+        await (await outputs()).send_all([(topic, b"tick", TICK)] * n, list(range(n)))
+
+    app.timer(TICK_INTERVAL, name=name)(tick)
+
+
+def forget_on_revoke(app: Any, topic: str, *forget: Callable[[int], Any]) -> None:
+    """Call each ``forget(partition)`` for the partitions of ``topic`` this worker loses
+    in a rebalance (per-partition bookkeeping kept outside the table)."""
+
+    async def on_revoked(sender: Any, revoked: Any, **kw: Any) -> None:
+        for tp in revoked:
+            if tp.topic == topic:
+                for f in forget:
+                    f(tp.partition)
+
+    app.on_partitions_revoked.connect(on_revoked)
