@@ -40,6 +40,7 @@ from typing import Any, Final, Protocol
 
 import orjson
 from faust.streams import _current_event
+from rocksdict import WriteBatch
 
 from agents.failfast import die
 from agents.outputs import Outputs
@@ -84,6 +85,7 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
         # partition is always the current event's, so the store's key->partition index
         # (an LRU) and its per-key bookkeeping are not needed on this hot path.
         self._db_for = getattr(table.data, "_db_for_partition", None)
+        self._written: tuple[list[Item], list[int]] = ([], [])  # by changelog()
 
     def _raw(self, kb: bytes) -> bytes | None:
         if self._db_for is not None:
@@ -121,7 +123,8 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
 
     def changelog(self) -> tuple[list[Item], list[int]]:
         """The changelog records of the pending changes (and their partitions), in the
-        order they were made, for the caller to send *before* ``write_local``.
+        order they were made, for the caller to send *before* ``write_local`` (which
+        writes the same bytes).
 
         Faust's own ``Table.__setitem__`` sends one changelog message at a time through
         its producer buffer (~3k/s here); batching them with the outputs' producer keeps
@@ -129,34 +132,44 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
         topic = self.table.changelog_topic.get_topic_name()
         records: list[Item] = []
         partitions: list[int] = []
+        dumps = orjson.dumps
         for key, (value, event) in self.pending.items():
-            records.append((topic, key.encode(), None if value is None else orjson.dumps(value)))
+            records.append((topic, key.encode(), None if value is None else dumps(value)))
             partitions.append(event.message.partition)
+        self._written = (records, partitions)
         return records, partitions
 
     def write_local(self) -> None:
-        """Write the pending changes to the local store (each in its event's partition).
+        """Write what ``changelog`` returned to the local store, each change in its
+        event's partition (with RocksDB: one write batch per partition).
 
         Called once the changelog holds them: the local database is never ahead of the
         changelog, so a worker that dies in between finds them again by recovery, and a
         partition that moves to another worker moves with all of its state."""
-        store = self.table.data
-        for key, (value, event) in self.pending.items():
-            kb = key.encode()
-            vb = None if value is None else orjson.dumps(value)
-            if self._db_for is not None:
-                db = self._db_for(event.message.partition)
+        records, partitions = self._written
+        if self._db_for is not None:
+            batches: dict[int, Any] = {}
+            for (_, kb, vb), part in zip(records, partitions, strict=True):
+                wb = batches.get(part)
+                if wb is None:
+                    wb = batches[part] = WriteBatch(raw_mode=True)
                 if vb is None:
-                    db.delete(kb)
+                    wb.delete(kb)
                 else:
-                    db.put(kb, vb)
-            else:
+                    wb.put(kb, vb)
+            for part, wb in batches.items():
+                self._db_for(part).write(wb)
+        else:
+            store = self.table.data
+            events = [event for _, event in self.pending.values()]
+            for (_, kb, vb), event in zip(records, events, strict=True):
                 set_current_event(event)
                 if vb is None:
                     store.pop(kb, None)
                 else:
                     store[kb] = vb
         self.pending.clear()
+        self._written = ([], [])
 
 
 class Sweeper:

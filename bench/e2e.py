@@ -1,12 +1,32 @@
-"""End-to-end throughput through a real broker: the convstream worker vs a bare aiokafka
-consume→produce passthrough of the same messages (the ceiling of this stack).
+"""End-to-end throughput and latency through a real broker: the convstream worker vs a
+bare aiokafka consume→produce passthrough of the same raw messages (the ceiling of this
+stack), in the same run.
 
-    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python bench/e2e.py [--messages M] [--partitions P]
-        [--batch-size N] [--loop uvloop|asyncio] [--workers W] [--skip-passthrough]
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python bench/e2e.py [--messages M]
+        [--partitions P] [--batch-size N] [--loop uvloop|asyncio] [--workers W]
+        [--latency-seconds S] [--skip-passthrough]
 
-Both read the same M pre-produced raw server events (one event per message, distinct
-event ids, raw PII to hash). Throughput = M / (time from first consumption to the last
-output acknowledged). Prints events/s for each and, as the last line, their ratio.
+Traffic: ``bench/traffic.py`` ``mixed`` (pixel hits and CAPI bodies with raw PII,
+browser/server pairs, retries, id-less copies, landing hits, a few invalid events),
+pre-produced to the two raw topics.
+
+- Passthrough: one aiokafka consumer over both raw topics, producing every message to
+  another topic and committing after the acks. Time from its first fetch to its last ack.
+- Worker (ingest + dedup + attribution, rocksdb://): time from its first consumption
+  (its ``convstream_messages_in_total`` moves) to the last output record it wrote (the
+  largest record timestamp in conversions, candidates and dead letters) once every stage
+  has processed everything: ingest read all M messages and dedup decided every valid
+  event (counted offline from the same messages). Bounded: a stage that stops moving for
+  ``--stall`` seconds ends the run with an error.
+- Per-stage rates: events each stage processed per second of its own batch time
+  (``convstream_batch_duration_seconds``): what a stage could do alone on this core.
+- CPU: the worker's CPU seconds (from /proc) per 1000 messages, next to the
+  passthrough's: a figure that depends less on what else the machine runs.
+- Latency: then, for ``--latency-seconds``, new messages are produced at half the
+  worker's measured rate; raw produce time → conversion record time, p50 / p99.
+- RSS of the worker at the end.
+
+The last line is the ratio worker / passthrough events/s.
 """
 
 from __future__ import annotations
@@ -14,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -22,75 +41,32 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agents import kafka_io  # noqa: E402
 from bench import traffic  # noqa: E402
-from streams.settings import Topics, from_env, to_env  # noqa: E402
+from streams.model import Origin  # noqa: E402
+from streams.pipeline import Pipeline, Result  # noqa: E402
+from streams.settings import Settings, Topics, from_env, to_env  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def message(i: int) -> bytes:
-    """One raw server body with one event (distinct event ids, raw PII to hash)."""
-    return traffic.server_message(i, random.Random(i))
-
-
-async def total_end(bootstrap: str, topic: str) -> int:
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await c.start()
-    try:
-        await c._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or ()]
-        return sum((await c.end_offsets(tps)).values()) if tps else 0
-    finally:
-        await c.stop()
-
-
-async def passthrough(bootstrap: str, src: str, dst: str, m: int) -> float:
-    consumer = AIOKafkaConsumer(
-        src,
-        bootstrap_servers=bootstrap,
-        group_id=f"bench-pass-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_poll_records=1000,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
-    await consumer.start()
-    await producer.start()
-    n = 0
-    t0 = None
-    try:
-        while n < m:
-            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
-            if not batch:
-                continue
-            if t0 is None:
-                t0 = time.perf_counter()
-            futs = []
-            for recs in batch.values():
-                for r in recs:
-                    futs.append(await producer.send(dst, r.value, key=r.key))
-            await asyncio.gather(*futs)
-            await consumer.commit()
-            n += len(futs)
-        return time.perf_counter() - (t0 or time.perf_counter())
-    finally:
-        await consumer.stop()
-        await producer.stop()
-
-
-async def outputs_done(s) -> int:  # type: ignore[no-untyped-def]
-    """Every input event ends as a conversion or a dead letter (one event per message)."""
-    conv = await total_end(s.bootstrap_servers, s.topics.conversions)
-    return conv + await total_end(s.bootstrap_servers, s.topics.dead_letter)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def rss_mib(pid: int) -> float:
-    """Resident set size of a process, from /proc (Linux)."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
@@ -107,63 +83,220 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ready(url: str) -> bool:
+def get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return bool(r.status == 200)
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return int(e.code), ""
     except OSError:
-        return False
+        return 0, ""
 
 
-def run_workers(s, m: int, loop: str, log: Path, workers: int) -> float:  # type: ignore[no-untyped-def]
-    """Start ``workers`` worker processes in one consumer group; time until all M events
-    came out (from the moment the first one is ready)."""
-    procs = []
-    urls = []
-    for i in range(workers):
-        si = s.with_overrides(web_port=free_port(), data_dir=f"{s.data_dir}-{i}")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSTREAM_")}
-        env.update(to_env(si), PYTHONPATH=str(REPO))
-        with log.with_suffix(f".{i}.log").open("wb") as fh:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "streams.cli", "worker", "--loop", loop],
-                    env=env,
-                    stdout=fh,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        urls.append(f"http://{si.web_host}:{si.web_port}/readyz")
+def candidates_count(s: Settings, msgs: list[tuple[str, bytes]]) -> int:
+    """Valid events the ingest stage hands to dedup (order does not matter here)."""
+    pipeline, result = Pipeline(s), Result()
+    for i, (source, value) in enumerate(msgs):
+        pipeline.process(source, value, Origin("raw", 0, i), time.time(), result)  # type: ignore[arg-type]
+    return len(result.conversions)
+
+
+def produce(s: Settings, msgs: list[tuple[str, bytes]]) -> None:
+    pixel = [v for src, v in msgs if src == "browser"]
+    server = [v for src, v in msgs if src == "server"]
+    asyncio.run(kafka_io.produce(s, s.topics.pixel_raw, pixel))
+    asyncio.run(kafka_io.produce(s, s.topics.server_raw, server))
+
+
+async def passthrough(s: Settings, dst: str, m: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) to move m messages."""
+    kw = kafka_io.client_kwargs(s)
+    consumer = AIOKafkaConsumer(
+        s.topics.pixel_raw,
+        s.topics.server_raw,
+        group_id=f"bench-pass-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=1000,
+        **kw,
+    )
+    producer = AIOKafkaProducer(linger_ms=5, max_batch_size=256 * 1024, **kw)
+    await consumer.start()
+    await producer.start()
+    n = 0
+    t0 = c0 = None
     try:
-        t_wait = time.time()
-        while not any(ready(u) for u in urls):
-            if any(p.poll() is not None for p in procs) or time.time() - t_wait > 120:
-                raise SystemExit(f"a worker did not start; see {log}.*.log")
-            time.sleep(0.05)
-        t0 = time.perf_counter()
-        while True:
-            if asyncio.run(outputs_done(s)) >= m:
-                elapsed = time.perf_counter() - t0
-                for i, p in enumerate(procs):
-                    print(f"worker {i} RSS at the end: {rss_mib(p.pid):,.0f} MiB")
-                return elapsed
-            if any(p.poll() is not None for p in procs):
-                raise SystemExit(f"a worker died; see {log}.*.log")
-            time.sleep(0.25)
+        while n < m:
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            if not batch:
+                continue
+            if t0 is None:
+                t0, c0 = time.perf_counter(), time.process_time()
+            futs = []
+            for recs in batch.values():
+                for r in recs:
+                    futs.append(await producer.send(dst, r.value, key=r.key))
+            await asyncio.gather(*futs)
+            await consumer.commit()
+            n += len(futs)
+        assert t0 is not None and c0 is not None
+        return time.perf_counter() - t0, time.process_time() - c0
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
+        await consumer.stop()
+        await producer.stop()
+
+
+async def last_timestamp(s: Settings, topics: list[str]) -> float:
+    """The largest record timestamp (s) at the end of each partition of ``topics`` (each
+    has ``s.partitions`` partitions: made by this bench)."""
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka_io.client_kwargs(s))
+    await consumer.start()
+    latest = 0.0
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(s.partitions)]
+        ends = await consumer.end_offsets(tps)
+        tps = [tp for tp in tps if ends[tp] > 0]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, ends[tp] - 1)
+        todo = set(tps)
+        while todo:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, recs in batch.items():
+                for r in recs:
+                    latest = max(latest, r.timestamp / 1000)
+                todo.discard(tp)
+    finally:
+        await consumer.stop()
+    return latest
+
+
+class Worker:
+    def __init__(self, s: Settings, i: int, loop: str, log: Path) -> None:
+        self.s = s.with_overrides(web_port=free_port(), data_dir=f"{s.data_dir}-{i}")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSTREAM_")}
+        env.update(to_env(self.s), PYTHONPATH=str(REPO))
+        self.log = log.with_suffix(f".{i}.log")
+        with self.log.open("wb") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "--loop", loop],
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        self.url = f"http://{self.s.web_host}:{self.s.web_port}"
+
+    def metrics(self) -> str:
+        return get(f"{self.url}/metrics")[1]
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise SystemExit(f"a worker died; see {self.log}")
+
+
+def metric(workers: list[Worker], name: str, **labels: str) -> float:
+    """Sum of the samples ``name`` with ``labels`` over the workers' /metrics."""
+    total = 0.0
+    for w in workers:
+        for family in text_string_to_metric_families(w.metrics()):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    total += sample.value
+    return total
+
+
+def wait_until(what: str, cond: Any, workers: list[Worker], stall: float, probe: Any) -> float:
+    """Poll ``cond()`` every 50 ms; fail when ``probe()`` (a progress figure) has not
+    moved for ``stall`` seconds. Returns the time it became true."""
+    last, last_move = probe(), time.monotonic()
+    while not cond():
+        for w in workers:
+            w.check()
+        now = probe()
+        if now != last:
+            last, last_move = now, time.monotonic()
+        elif time.monotonic() - last_move > stall:
+            raise SystemExit(f"no progress for {stall}s waiting for {what}; see the worker logs")
+        time.sleep(0.05)
+    return time.perf_counter()
+
+
+def batch_rates(workers: list[Worker]) -> dict[str, tuple[float, float]]:
+    """stage -> (events, seconds of batch time)."""
+    out = {}
+    for stage in ("ingest", "dedup", "attribution_route", "attribution"):
+        n = metric(workers, "convstream_batch_size_sum", stage=stage)
+        t = metric(workers, "convstream_batch_duration_seconds_sum", stage=stage)
+        if t > 0:
+            out[stage] = (n, t)
+    return out
+
+
+async def latency(s: Settings, rate: float, seconds: float, first: int) -> tuple[list[float], int]:
+    """Produce new mixed messages at ``rate``/s for ``seconds``; return raw→conversion
+    latencies (s) of the conversions with an event id, and how many were produced."""
+    msgs = traffic.mixed(int(rate * seconds), seed=first, start=first)
+    kw = kafka_io.client_kwargs(s)
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **kw)
+    producer = AIOKafkaProducer(linger_ms=0, **kw)
+    await consumer.start()
+    await producer.start()
+    sent: dict[str, float] = {}
+    lat: list[float] = []
+    try:
+        tps = [TopicPartition(s.topics.conversions, p) for p in range(s.partitions)]
+        ends = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, ends[tp])
+
+        async def read() -> None:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100)
+                for recs in batch.values():
+                    for r in recs:
+                        rec = orjson.loads(r.value or b"{}")
+                        t = sent.get(rec.get("event_id") or "")
+                        if t is not None and rec["sources"][0] in ("browser", "server"):
+                            lat.append(r.timestamp / 1000 - t)
+
+        reader = asyncio.create_task(read())
+        t0 = time.time()
+        for i, (source, value) in enumerate(msgs):
+            due = t0 + i / rate
+            delay = due - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            topic = s.topics.pixel_raw if source == "browser" else s.topics.server_raw
+            now = time.time()
+            for eid in traffic.event_ids(value):
+                sent.setdefault(eid, now)
+            await producer.send(topic, value)
+        await producer.flush()
+        await asyncio.sleep(3.0)  # the last ones come out
+        reader.cancel()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return lat, len(msgs)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--messages", type=int, default=600_000)
+    ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     ap.add_argument("--workers", type=int, default=1, help="worker processes in one group")
+    ap.add_argument("--latency-seconds", type=float, default=10.0, help="0: no latency phase")
+    ap.add_argument("--stall", type=float, default=60.0, help="give up after S s without progress")
     ap.add_argument("--skip-passthrough", action="store_true")
     a = ap.parse_args()
     base = from_env()
@@ -181,40 +314,90 @@ def main() -> None:
         topics=topics,
         partitions=a.partitions,
         batch_size=a.batch_size,
-        web_port=free_port(),
         data_dir=f"/tmp/convstream-bench-{run}",
     )
-    names = [
-        topics.pixel_raw,
-        topics.server_raw,
-        topics.catalog,
-        topics.conversions,
-        topics.candidates,
-        topics.dead_letter,
-        f"bench{run}.passthrough",
-    ]
+    outputs = [topics.conversions, topics.candidates, topics.dead_letter]
+    passthrough_topic = f"bench{run}.passthrough"
+    names = [topics.pixel_raw, topics.server_raw, topics.catalog, *outputs, passthrough_topic]
     asyncio.run(kafka_io.create_topics(s, names))
+    msgs = traffic.mixed(a.messages)
+    m = len(msgs)
     t = time.perf_counter()
-    values = [message(i) for i in range(a.messages)]
-    asyncio.run(kafka_io.produce(s, topics.server_raw, values))
+    produce(s, msgs)
+    pixel = sum(1 for src, _ in msgs if src == "browser")
+    size = sum(len(v) for _, v in msgs) / m
     print(
-        f"produced {a.messages} raw server events ({sum(map(len, values)) / a.messages:.0f} B avg)"
-        f" to {a.partitions} partitions in {time.perf_counter() - t:.1f}s"
+        f"produced {m} raw messages ({pixel} pixel hits, {m - pixel} CAPI bodies, {size:.0f} B"
+        f" avg) to {a.partitions} partitions in {time.perf_counter() - t:.1f}s"
     )
-    del values
+    expected = candidates_count(s, msgs)
+    del msgs
+    pt = 0.0
     if not a.skip_passthrough:
-        el = asyncio.run(
-            passthrough(
-                s.bootstrap_servers, topics.server_raw, f"bench{run}.passthrough", a.messages
-            )
+        wall, cpu = asyncio.run(passthrough(s, passthrough_topic, m))
+        pt = m / wall
+        print(
+            f"bare aiokafka passthrough : {pt:>9,.0f} messages/s  ({wall:.1f}s,"
+            f" {1000 * cpu / m:.3f} CPU s per 1000 messages)"
         )
-        pt = a.messages / el
-        print(f"bare aiokafka passthrough : {pt:>9,.0f} events/s  ({el:.1f}s)")
     log = Path(f"/tmp/convstream-bench-{run}.log")
-    el = run_workers(s, a.messages, a.loop, log, a.workers)
-    wk = a.messages / el
-    label = f"convstream worker x{a.workers} ({a.loop}, batch {a.batch_size})"
-    print(f"{label}: {wk:>9,.0f} events/s  ({el:.1f}s)")
+    workers = [Worker(s, i, a.loop, log) for i in range(a.workers)]
+    try:
+        t_wait = time.time()
+        while not any(get(f"{w.url}/readyz")[0] == 200 for w in workers):
+            for w in workers:
+                w.check()
+            if time.time() - t_wait > 120:
+                raise SystemExit(f"no worker ready in 120 s; see {log}.*.log")
+            time.sleep(0.05)
+        cpu0 = [cpu_seconds(w.proc.pid) for w in workers]
+
+        def read_in() -> float:
+            return metric(workers, "convstream_messages_in_total")
+
+        def decided() -> float:
+            return metric(workers, "convstream_batch_size_sum", stage="dedup")
+
+        t0 = wait_until("first consumption", lambda: read_in() > 0, workers, a.stall, read_in)
+        t0_epoch = time.time() - (time.perf_counter() - t0)
+        wait_until("ingest", lambda: read_in() >= m, workers, a.stall, read_in)
+        wait_until("dedup", lambda: decided() >= expected, workers, a.stall, decided)
+
+        def attributed() -> float:
+            return metric(workers, "convstream_batch_size_sum", stage="attribution")
+
+        # attribution has no count known in advance: done when it stops moving for 2 s
+        quiet, last = time.monotonic(), attributed()
+        while time.monotonic() - quiet < 2.0:
+            time.sleep(0.1)
+            if (now := attributed()) != last:
+                quiet, last = time.monotonic(), now
+        cpu = sum(cpu_seconds(w.proc.pid) - c for w, c in zip(workers, cpu0, strict=True))
+        end = asyncio.run(last_timestamp(s, outputs))
+        el = end - t0_epoch
+        wk = m / el
+        label = f"convstream worker x{a.workers} ({a.loop}, batch {a.batch_size})"
+        print(
+            f"{label}: {wk:>9,.0f} messages/s  ({el:.1f}s, {expected} valid events;"
+            f" {1000 * cpu / m:.3f} CPU s per 1000 messages, idle included)"
+        )
+        for stage, (n, secs) in batch_rates(workers).items():
+            rate_s = f"{n / secs:>9,.0f} events/s of batch time"
+            print(f"  stage {stage:<18} {rate_s} ({n:.0f} in {secs:.1f}s)")
+        if a.latency_seconds > 0:
+            rate = max(1.0, wk / 2)
+            lat, sent = asyncio.run(latency(s, rate, a.latency_seconds, first=10 * m))
+            print(
+                f"latency at {rate:,.0f} messages/s ({sent} messages, {len(lat)} conversions):"
+                f" p50 {1000 * pct(lat, 0.5):.0f} ms, p99 {1000 * pct(lat, 0.99):.0f} ms"
+            )
+        for i, w in enumerate(workers):
+            print(f"worker {i} RSS at the end: {rss_mib(w.proc.pid):,.0f} MiB")
+    finally:
+        for w in workers:
+            w.proc.terminate()
+        for w in workers:
+            w.proc.wait(30)
     if not a.skip_passthrough:
         print(f"ratio worker/passthrough: {wk / pt:.2f}")
 

@@ -4,7 +4,7 @@ raw PII, a share of browser/server duplicates and of invalid events. Determinist
 from __future__ import annotations
 
 import random
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
@@ -77,11 +77,20 @@ def pixel_hit(i: int, rng: random.Random) -> bytes:
     )
 
 
-def mixed(n: int, seed: int = 7) -> list[tuple[str, bytes]]:
-    """n messages: ~40% pixel hits, ~60% server bodies of 1-3 events."""
+def event_ids(value: bytes) -> list[str]:
+    """The event ids of one raw message (a pixel hit's ``eid``, a body's ``event_id``s)."""
+    msg = orjson.loads(value)
+    if "query" in msg:
+        return [v for k, v in parse_qsl(msg["query"]) if k == "eid"]
+    return [e["event_id"] for e in msg.get("data", ()) if e.get("event_id")]
+
+
+def mixed(n: int, seed: int = 7, start: int = 0) -> list[tuple[str, bytes]]:
+    """n messages: ~40% pixel hits, ~60% server bodies of 1-3 events (numbered from
+    ``start``: another start gives other event ids)."""
     rng = random.Random(seed)
     out: list[tuple[str, bytes]] = []
-    for i in range(n):
+    for i in range(start, start + n):
         if rng.random() < 0.4:
             out.append(("browser", pixel_hit(i, rng)))
         else:
