@@ -12,7 +12,17 @@ from agents.ingest import IngestState
 from streams import metrics
 
 
-def register(app: Any, ingest: IngestState, catalog: CatalogState) -> None:
+def stages_assigned(app: Any, stage_topics: frozenset[str]) -> bool:
+    """Whether this worker holds at least one partition of every stateful stage's input
+    topic (a group joined before the broker knew a topic leaves it unassigned). A worker
+    beyond the partition count holds none and is not ready: it waits as a spare."""
+    held = {tp.topic for tp in app.consumer.assignment()}
+    return stage_topics <= held
+
+
+def register(
+    app: Any, ingest: IngestState, catalog: CatalogState, stage_topics: frozenset[str]
+) -> None:
     @app.page("/metrics")
     class Metrics(web.View):  # type: ignore[misc]
         async def get(self, request: web.Request) -> web.Response:
@@ -34,5 +44,6 @@ def register(app: Any, ingest: IngestState, catalog: CatalogState) -> None:
                 and recovered
                 and ingest.joined
                 and catalog.loaded.is_set()
+                and stages_assigned(app, stage_topics)
             )
             return self.json({"ready": ready}, status=200 if ready else 503)

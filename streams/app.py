@@ -100,5 +100,8 @@ def create_app(settings: Settings) -> Wiring:
     dedupe.register(app, topics, settings, ingest_state)
     catalog_state = catalog.register(app, settings, ingest_state)
     attribution.register(app, topics, settings, ingest_state, catalog_state)
-    web.register(app, ingest_state, catalog_state)
+    stage_topics = frozenset(
+        t.get_topic_name() for t in (topics.candidates_internal, topics.attribution_internal)
+    )
+    web.register(app, ingest_state, catalog_state, stage_topics)
     return Wiring(app=app, topics=topics)
