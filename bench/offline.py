@@ -83,7 +83,7 @@ def main() -> None:
 
         messages = len(pixel_lines) + len(server_lines)
         wall, cpu = best_of(rounds, process)
-        base_wall, base_cpu = best_of(rounds, lambda: baseline(pixel, server, d / "base"))
+        base_wall, _ = best_of(rounds, lambda: baseline(pixel, server, d / "base"))
         outs = {f.name: f.read_bytes().count(b"\n") for f in sorted((d / "out").iterdir())}
     print(
         f"{messages} messages ({len(pixel_lines)} pixel hits, {len(server_lines)} server "

@@ -160,16 +160,24 @@ def offline_files(n: int, seed: int = 11) -> tuple[list[bytes], list[bytes]]:
         if r < 30:  # a pair by event id
             eid = str(ev["event_id"])
             pixel.append(
-                (t, _pixel_line(i, rng, t, ev=str(ev["event_name"]), eid=eid, dl=dl, fbp=fbp,
-                                em=_hex(rng)))
+                (
+                    t,
+                    _pixel_line(
+                        i, rng, t, ev=str(ev["event_name"]), eid=eid, dl=dl, fbp=fbp, em=_hex(rng)
+                    ),
+                )
             )
             later = t + rng.uniform(0.5, 5)
             server.append((later, _server_body(later, [ev])))
             count += 2
         elif r < 40:  # server copy without event id: the fbp rule
             pixel.append(
-                (t, _pixel_line(i, rng, t, ev=str(ev["event_name"]), eid=None, dl=dl, fbp=fbp,
-                                em=None))
+                (
+                    t,
+                    _pixel_line(
+                        i, rng, t, ev=str(ev["event_name"]), eid=None, dl=dl, fbp=fbp, em=None
+                    ),
+                )
             )
             del ev["event_id"]
             server.append((t + 2, _server_body(t + 2, [ev])))
@@ -181,21 +189,24 @@ def offline_files(n: int, seed: int = 11) -> tuple[list[bytes], list[bytes]]:
             server.append((t, _server_body(t, [ev])))
             count += 1
         elif r < 58:  # browser only
-            pixel.append((t, _pixel_line(i, rng, t, ev=name, eid=f"b-{i}", dl=dl, fbp=fbp,
-                                         em=_hex(rng))))
+            pixel.append(
+                (t, _pixel_line(i, rng, t, ev=name, eid=f"b-{i}", dl=dl, fbp=fbp, em=_hex(rng)))
+            )
             count += 1
         elif r < 80:  # landing hit
             land = f"{dl}&ad_id=2385{i % 40}&utm_source=facebook"
-            pixel.append((t, _pixel_line(i, rng, t, ev="PageView", eid=None, dl=land, fbp=fbp,
-                                         em=None)))
+            pixel.append(
+                (t, _pixel_line(i, rng, t, ev="PageView", eid=None, dl=land, fbp=fbp, em=None))
+            )
             count += 1
         elif r < 85:  # a retried server body
             server.append((t, _server_body(t, [ev])))
             server.append((t + 30, _server_body(t + 30, [ev])))
             count += 2
         elif r < 89:  # Microdata
-            pixel.append((t, _pixel_line(i, rng, t, ev="Microdata", eid=None, dl=dl, fbp=fbp,
-                                         em=None)))
+            pixel.append(
+                (t, _pixel_line(i, rng, t, ev="Microdata", eid=None, dl=dl, fbp=fbp, em=None))
+            )
             count += 1
         elif r < 97:  # a batch of 2-3 events
             batch = [ev] + [server_event(i * 10 + j, rng, t) for j in range(rng.choice((1, 2)))]
@@ -238,7 +249,9 @@ def catalog_lines(ads: int = 40) -> list[bytes]:
                     "page_id": "222",
                 },
                 "creative": {"object_story_id": "222_333"},
-                "tracking_specs": [{"action.type": "offsite_conversion", "fb_pixel": ["1234567890"]}],
+                "tracking_specs": [
+                    {"action.type": "offsite_conversion", "fb_pixel": ["1234567890"]}
+                ],
             }
         )
         for a in range(ads)
