@@ -206,11 +206,16 @@ def match_keys(user_data: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(user_data)
 
 
+_WEAK_KEYS: Final = frozenset().union(*WEAK_KEY_SETS)
+
+
 def customer_information(keys: frozenset[str]) -> Error | None:
     if not keys:
         return Error(
             codes.INSUFFICIENT_CUSTOMER_INFORMATION, "user_data", "no usable customer information"
         )
+    if not keys <= _WEAK_KEYS:
+        return None  # fast path: a key outside every weak set (em, ph, fbp, ...)
     if any(keys <= weak for weak in WEAK_KEY_SETS):
         return Error(
             codes.INSUFFICIENT_CUSTOMER_INFORMATION,
