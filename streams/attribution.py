@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from streams import codes, query, specs
 
@@ -70,7 +69,7 @@ def parse_fbc(value: object) -> Fbc | None:
     if not isinstance(value, str):
         return None
     parts = value.strip().split(".")
-    if len(parts) not in (4, 5) or not all(parts) or parts[0] != "fb":
+    if len(parts) not in (4, 5) or "" in parts or parts[0] != "fb":
         return None
     _, index, created, fbclid = parts[:4]
     if not _digits(index) or not _digits(created):
@@ -94,7 +93,7 @@ _CACHED_URL_MAX: Final = 2048  # longer URLs are split every time (bounds the me
 
 def _split_query(url: str) -> Params:
     try:
-        return tuple((k, v) for k, v in query.pairs(urlsplit(url).query) if v.strip())
+        return tuple((k, v) for k, v in query.pairs(query.url_query(url)) if v.strip())
     except ValueError:
         return ()
 

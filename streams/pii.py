@@ -549,23 +549,8 @@ _sha256: Final = hashlib.sha256
 # while a batch is processed; nothing of it is logged, exported or persisted.
 _MEMO: Final[dict[tuple[str, str, object], tuple[str | None, str | None]]] = {}
 _MEMO_MAX: Final = 65_536
-_HINTED: Final = frozenset({"zp", "st"})
-
-
-def _memo_digest(
-    key: str, rule: _Rule, value: str, hint: str | None, region: str | None, year: int | None
-) -> tuple[str | None, str | None]:
-    context: object = (
-        hint if key in _HINTED else region if key == "ph" else year if key == "db" else None
-    )
-    ck = (key, value, context)
-    hit = _MEMO.get(ck)
-    if hit is None:
-        hit = _digest(rule, value, hint, region, year)
-        if len(_MEMO) >= _MEMO_MAX:
-            _MEMO.clear()
-        _MEMO[ck] = hit
-    return hit
+# the context a memo key carries (hash_user_data passes it): zp and st read the country
+# hint, ph the default region, db the year; any other key depends on its value alone
 
 
 @dataclass(slots=True)
@@ -639,6 +624,8 @@ def hash_user_data(
         if len(country.normals) == 1 and not country.prehashed:
             hint = next(iter(country.normals))
 
+    # the memo context of the keys whose rule depends on more than the value
+    context: dict[str, object] = {"zp": hint, "st": hint, "ph": region, "db": this_year}
     for key, value in user_data.items():
         if value is None:
             continue
@@ -648,7 +635,14 @@ def hash_user_data(
                 s = value.strip()
                 if not s:
                     continue
-                digest, normal = _memo_digest(key, rule, s, hint, region, this_year)
+                ck = (key, s, context.get(key))  # inlined _memo_digest (hot)
+                hit = _MEMO.get(ck)
+                if hit is None:
+                    hit = _digest(rule, s, hint, region, this_year)
+                    if len(_MEMO) >= _MEMO_MAX:
+                        _MEMO.clear()
+                    _MEMO[ck] = hit
+                digest, normal = hit
                 if digest is None:
                     dropped_counts[key] = 1
                     warnings.add(dropped(key))

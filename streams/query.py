@@ -1,12 +1,46 @@
-"""Query-string splitting: exactly ``urllib.parse.parse_qsl(qs, keep_blank_values=True)``
-(``&``-separated, split at the first ``=``, ``+`` is a space, ``%XX`` decoded as UTF-8
-with errors replaced), without its per-call argument coercion and per-field calls.
-Pixel hits and landing URLs are split once per event or more, so this is on the hot path;
-tests/unit/test_query.py checks it against the standard library on generated input."""
+"""Query strings, split exactly as ``urllib.parse`` does, without its per-call overhead.
+
+``pairs(qs)`` is ``parse_qsl(qs, keep_blank_values=True)`` (``&``-separated, split at the
+first ``=``, ``+`` is a space, ``%XX`` decoded as UTF-8 with errors replaced) and
+``url_query(url)`` is ``urlsplit(url).query``. Pixel hits and landing URLs are split once
+per event or more, so this is on the hot path; tests/unit/test_query.py checks both
+against the standard library on generated input.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from typing import Final
+from urllib.parse import unquote as _stdlib_unquote
+from urllib.parse import urlsplit
+
+_HEX: Final = "0123456789abcdefABCDEF"
+_HEX_BYTE: Final[dict[bytes, bytes]] = {
+    (a + b).encode(): bytes.fromhex(a + b) for a in _HEX for b in _HEX
+}
+# characters for which urlsplit does more than cut the string (IPv6 hosts, removed
+# control characters); non-ASCII URLs also take the standard path (netloc checks)
+_URLSPLIT_SPECIAL: Final = frozenset("[]\t\r\n")
+
+
+def unquote(s: str) -> str:
+    """``urllib.parse.unquote(s)``: for an ASCII string, the same bytes-level loop
+    without the regex split and argument checks; anything else goes to the stdlib."""
+    if "%" not in s:
+        return s
+    if not s.isascii():
+        return _stdlib_unquote(s)
+    bits = s.encode().split(b"%")
+    res = [bits[0]]
+    append = res.append
+    for item in bits[1:]:
+        byte = _HEX_BYTE.get(item[:2])
+        if byte is None:
+            append(b"%")
+            append(item)
+        else:
+            append(byte)
+            append(item[2:])
+    return b"".join(res).decode("utf-8", "replace")
 
 
 def pairs(qs: str) -> list[tuple[str, str]]:
@@ -18,13 +52,9 @@ def pairs(qs: str) -> list[tuple[str, str]]:
         name, _, value = field.partition("=")
         if "+" in name:
             name = name.replace("+", " ")
-        if "%" in name:
-            name = unquote(name)
         if "+" in value:
             value = value.replace("+", " ")
-        if "%" in value:
-            value = unquote(value)
-        out.append((name, value))
+        out.append((unquote(name), unquote(value)))
     return out
 
 
@@ -35,3 +65,12 @@ def first_wins(qs: str) -> dict[str, str]:
         if name not in out:
             out[name] = value
     return out
+
+
+def url_query(url: str) -> str:
+    """``urlsplit(url).query`` (raises ValueError as it does). An ASCII URL without
+    brackets or removed characters: the text after the first ``?`` before the first
+    ``#`` (neither can occur in a scheme or a host)."""
+    if url.isascii() and _URLSPLIT_SPECIAL.isdisjoint(url):
+        return url.partition("#")[0].partition("?")[2]
+    return urlsplit(url).query
