@@ -619,7 +619,18 @@ def hash_user_data(
     hint: str | None = None
     country: _Many | None = None
     raw_country = user_data.get("country")
-    if raw_country is not None:
+    if type(raw_country) is str:  # one string (the usual case): the memo, as below
+        s = raw_country.strip()
+        if s:
+            ck: tuple[str, str, object] = ("country", s, None)
+            hit = _MEMO.get(ck)
+            if hit is None:
+                hit = _digest(_RULES["country"], s, None, region, this_year)
+                if len(_MEMO) >= _MEMO_MAX:
+                    _MEMO.clear()
+                _MEMO[ck] = hit
+            hint = hit[1]  # None when it was already hashed or is dropped
+    elif raw_country is not None:
         country = _hash_many("country", raw_country, None, region, this_year)
         if len(country.normals) == 1 and not country.prehashed:
             hint = next(iter(country.normals))
@@ -631,7 +642,7 @@ def hash_user_data(
             continue
         rule = _RULES.get(key)
         if rule is not None:  # a hashed key
-            if type(value) is str and key != "country":  # the hot path: one string
+            if type(value) is str:  # the hot path: one string
                 s = value.strip()
                 if not s:
                     continue

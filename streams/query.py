@@ -59,11 +59,22 @@ def pairs(qs: str) -> list[tuple[str, str]]:
 
 
 def first_wins(qs: str) -> dict[str, str]:
-    """The pairs as a dict; the first occurrence of a name wins."""
+    """The pairs as a dict; the first occurrence of a name wins. (``pairs`` unrolled:
+    a pixel hit is split this way, and most of its fields need no decoding.)"""
     out: dict[str, str] = {}
-    for name, value in pairs(qs):
-        if name not in out:
-            out[name] = value
+    for field in qs.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "+" in name:
+            name = name.replace("+", " ")
+        if "%" in name:
+            name = unquote(name)
+        if name in out:
+            continue
+        if "+" in value:
+            value = value.replace("+", " ")
+        out[name] = unquote(value) if "%" in value else value
     return out
 
 
