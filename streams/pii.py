@@ -687,8 +687,8 @@ def hash_user_data(
             warnings.add(DROPPED_UNKNOWN_USER_DATA_KEY)
     return PiiResult(
         user_data=out,
-        warnings=tuple(sorted(warnings)),
-        errors=tuple(sorted(errors, key=_error_field)),
+        warnings=tuple(sorted(warnings)) if warnings else (),
+        errors=tuple(sorted(errors, key=_error_field)) if errors else (),
         hashed=hashed,
         prehashed=prehashed,
         dropped=dropped_counts,

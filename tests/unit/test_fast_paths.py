@@ -75,3 +75,21 @@ def test_remembered_pixel_ids_are_judged_as_by_the_regex(raw: str) -> None:
     valid = validate._PIXEL_RE.fullmatch(raw) is not None
     assert first == second
     assert (first == (raw, [])) is valid
+
+
+def test_tally_counts_like_a_counter() -> None:
+    from collections import Counter
+
+    from streams.tally import Tally
+
+    t, c = Tally(), Counter[tuple[str, ...]]()
+    for key in [("a",), ("b", "x"), ("a",), ("c",)] * 3:
+        t[key] += 1
+        c[key] += 1
+    t[("d",)] = 5
+    c[("d",)] = 5
+    assert t == c
+    assert t[("missing",)] == 0 and ("missing",) not in t
+    assert t.sum_of("a") == 6
+    del t[("d",)]
+    assert ("d",) not in t
