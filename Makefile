@@ -38,7 +38,8 @@ lint: install ## ruff + mypy
 	$(BIN)/ruff format --check streams agents
 	$(BIN)/mypy
 
-bench: install ## offline benchmarks (pure pipeline, PII vs SDK)
+bench: install ## offline benchmarks (convstream process path, ingest stage, PII vs SDK)
+	$(BIN)/python bench/offline.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/pii_vs_sdk.py
 

@@ -1,5 +1,7 @@
-"""Pure per-message pipeline speed on one core (no Kafka): parse, validate, normalize
-and hash PII, build records, serialize them, in batches as the worker does.
+"""Speed of the ingest stage alone on one core (no Kafka): ``Pipeline.process`` per raw
+message (parse, validate, normalize and hash PII, build records) in batches of 1000, as
+the worker's ingest loop calls it, plus serialising the records. No dedup, no
+attribution, no file I/O: ``bench/offline.py`` times the whole ``convstream process`` path.
 
     python bench/pipeline.py [N] [--default-gc]   (default 100000 mixed messages)
 """

@@ -96,3 +96,172 @@ def mixed(n: int, seed: int = 7, start: int = 0) -> list[tuple[str, bytes]]:
         else:
             out.append(("server", server_message(i, rng, events=rng.choice((1, 1, 2, 3)))))
     return out
+
+
+def _pixel_line(
+    i: int,
+    rng: random.Random,
+    received_at: float,
+    *,
+    ev: str,
+    eid: str | None,
+    dl: str,
+    fbp: str,
+    em: str | None,
+) -> bytes:
+    params = {"id": "1234567890", "ev": ev}
+    if eid is not None:
+        params["eid"] = eid
+    params["dl"] = dl
+    params["ts"] = str(int(received_at * 1000) - rng.randint(0, 900))
+    if ev == "Purchase":
+        params["cd[value]"] = f"{rng.uniform(1, 300):.2f}"
+        params["cd[currency]"] = "EUR"
+    params["fbp"] = fbp
+    if em is not None:
+        params["ud[em]"] = em
+    return orjson.dumps(
+        {
+            "received_at": received_at,
+            "ip": f"203.0.{i % 256}.{i % 200}",
+            "user_agent": UA,
+            "query": urlencode(params),
+        }
+    )
+
+
+def _server_body(received_at: float, events: list[dict[str, object]]) -> bytes:
+    return orjson.dumps({"received_at": received_at, "pixel_id": "1234567890", "data": events})
+
+
+def offline_files(n: int, seed: int = 11) -> tuple[list[bytes], list[bytes]]:
+    """About ``n`` raw messages as ``convstream process`` reads them: (pixel file lines,
+    server file lines), each file in received_at order. Shares of journeys, per 100:
+
+    - 30 browser/server pairs with the same event id (the server copy a few s later),
+    - 10 browser hits whose server copy has no event id (deduped by fbp),
+    - 10 server-only events (a CRM; external_id, phone), 8 browser-only conversions,
+    - 22 landing hits (PageView with fbclid and utm_*/ad_id in the URL),
+    - 5 server retries (the same body sent again), 4 Microdata hits,
+    - 8 server bodies of 2-3 events, 3 invalid events (Purchase without currency or with
+      an event_time from last month), and a malformed line now and then.
+    """
+    rng = random.Random(seed)
+    pixel: list[tuple[float, bytes]] = []
+    server: list[tuple[float, bytes]] = []
+    count = 0
+    i = 0
+    while count < n:
+        i += 1
+        t = BASE + i * 0.05
+        click = f"IwAR{rng.randrange(5000)}"
+        dl = f"https://shop.example/p/{i % 500}?fbclid={click}&utm_campaign=c{i % 7}"
+        fbp = f"fb.1.1795300000000.{rng.randrange(10**9)}"
+        name = EVENTS[rng.randrange(5)]  # a conversion, not PageView
+        ev = server_event(i, rng, t)
+        ud = ev["user_data"]
+        assert isinstance(ud, dict)
+        ud["fbp"] = fbp
+        ud["fbc"] = f"fb.1.{int(t * 1000) - rng.randint(10**5, 10**9)}.{click}"
+        ev["event_name"] = ev["event_name"] if ev["event_name"] == "Purchase" else name
+        ev["event_source_url"] = dl
+        r = rng.randrange(100)
+        if r < 30:  # a pair by event id
+            eid = str(ev["event_id"])
+            pixel.append(
+                (
+                    t,
+                    _pixel_line(
+                        i, rng, t, ev=str(ev["event_name"]), eid=eid, dl=dl, fbp=fbp, em=_hex(rng)
+                    ),
+                )
+            )
+            later = t + rng.uniform(0.5, 5)
+            server.append((later, _server_body(later, [ev])))
+            count += 2
+        elif r < 40:  # server copy without event id: the fbp rule
+            pixel.append(
+                (
+                    t,
+                    _pixel_line(
+                        i, rng, t, ev=str(ev["event_name"]), eid=None, dl=dl, fbp=fbp, em=None
+                    ),
+                )
+            )
+            del ev["event_id"]
+            server.append((t + 2, _server_body(t + 2, [ev])))
+            count += 2
+        elif r < 50:  # server only, no click
+            ud.pop("fbc")
+            ud.pop("fbp")
+            ev["event_source_url"] = f"https://shop.example/p/{i % 500}"
+            server.append((t, _server_body(t, [ev])))
+            count += 1
+        elif r < 58:  # browser only
+            pixel.append(
+                (t, _pixel_line(i, rng, t, ev=name, eid=f"b-{i}", dl=dl, fbp=fbp, em=_hex(rng)))
+            )
+            count += 1
+        elif r < 80:  # landing hit
+            land = f"{dl}&ad_id=2385{i % 40}&utm_source=facebook"
+            pixel.append(
+                (t, _pixel_line(i, rng, t, ev="PageView", eid=None, dl=land, fbp=fbp, em=None))
+            )
+            count += 1
+        elif r < 85:  # a retried server body
+            server.append((t, _server_body(t, [ev])))
+            server.append((t + 30, _server_body(t + 30, [ev])))
+            count += 2
+        elif r < 89:  # Microdata
+            pixel.append(
+                (t, _pixel_line(i, rng, t, ev="Microdata", eid=None, dl=dl, fbp=fbp, em=None))
+            )
+            count += 1
+        elif r < 97:  # a batch of 2-3 events
+            batch = [ev] + [server_event(i * 10 + j, rng, t) for j in range(rng.choice((1, 2)))]
+            server.append((t, _server_body(t, batch)))
+            count += 1
+        else:  # invalid
+            if r == 97:
+                ev["event_name"] = "Purchase"
+                ev["custom_data"] = {"value": 10}
+            else:
+                ev["event_time"] = int(t) - 40 * 86_400
+            server.append((t, _server_body(t, [ev])))
+            count += 1
+        if i % 997 == 0:
+            server.append((t, b'{"received_at": ' + str(t).encode() + b', "data": '))
+            count += 1
+    pixel.sort(key=lambda p: p[0])
+    server.sort(key=lambda p: p[0])
+    return [v for _, v in pixel], [v for _, v in server]
+
+
+def _hex(rng: random.Random) -> str:
+    return f"{rng.getrandbits(256):064x}"
+
+
+def catalog_lines(ads: int = 40) -> list[bytes]:
+    """An ``ads.catalog`` file for the ad ids the landing hits of offline_files carry."""
+    goals = ("PURCHASE", "LEAD", "ADD_TO_CART")
+    return [
+        orjson.dumps(
+            {
+                "ad_id": f"2385{a}",
+                "objective": "CONVERSIONS",
+                "optimization_goal": "OFFSITE_CONVERSIONS",
+                "billing_event": "IMPRESSIONS",
+                "creative_type": "PAGE_POST_LINK",
+                "promoted_object": {
+                    "pixel_id": "1234567890",
+                    "custom_event_type": goals[a % len(goals)],
+                    "page_id": "222",
+                },
+                "creative": {"object_story_id": "222_333"},
+                "tracking_specs": [
+                    {"action.type": "offsite_conversion", "fb_pixel": ["1234567890"]}
+                ],
+            }
+        )
+        for a in range(ads)
+    ]

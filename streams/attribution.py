@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
 
-from streams import codes, specs
+from streams import codes, query, specs
 
 WINDOWS: Final = (("1d_click", 86_400), ("7d_click", 604_800), ("28d_click", 2_419_200))
 LANDING_TTL: Final = 2_419_200
@@ -69,7 +69,7 @@ def parse_fbc(value: object) -> Fbc | None:
     if not isinstance(value, str):
         return None
     parts = value.strip().split(".")
-    if len(parts) not in (4, 5) or not all(parts) or parts[0] != "fb":
+    if len(parts) not in (4, 5) or "" in parts or parts[0] != "fb":
         return None
     _, index, created, fbclid = parts[:4]
     if not _digits(index) or not _digits(created):
@@ -87,18 +87,34 @@ def fbc_warning(user_data: Mapping[str, Any]) -> str | None:
     return codes.FBC_TIME_IN_SECONDS if fbc is not None and fbc.in_seconds else None
 
 
-def _query(url: object) -> list[tuple[str, str]]:
+Params = tuple[tuple[str, str], ...]
+_CACHED_URL_MAX: Final = 2048  # longer URLs are split every time (bounds the memo's memory)
+
+
+def _split_query(url: str) -> Params:
+    try:
+        return tuple((k, v) for k, v in query.pairs(query.url_query(url)) if v.strip())
+    except ValueError:
+        return ()
+
+
+# One conversion's URL is split up to three times (click evidence, routing, landing):
+# remembered for the last few thousand URLs. Process memory only, like the URL itself.
+_split_query_cached: Final = lru_cache(maxsize=4096)(_split_query)
+
+
+def _query(url: object) -> Params:
     """The decoded query parameters of a URL, in order, without blank values."""
     if not isinstance(url, str):
-        return []
-    try:
-        return [(k, v) for k, v in parse_qsl(urlsplit(url).query) if v.strip()]
-    except ValueError:
-        return []
+        return ()
+    return _split_query_cached(url) if len(url) <= _CACHED_URL_MAX else _split_query(url)
 
 
-def _first(params: list[tuple[str, str]], name: str) -> str | None:
-    return next((v for k, v in params if k == name), None)
+def _first(params: Params, name: str) -> str | None:
+    for k, v in params:
+        if k == name:
+            return v
+    return None
 
 
 def fbclid_from_url(url: object) -> str | None:
@@ -279,9 +295,7 @@ def readable(conversion: object) -> bool:
     )
 
 
-def route_counted(
-    conversion: Mapping[str, Any], tally: Tally
-) -> list[tuple[str, dict[str, Any]]]:
+def route_counted(conversion: Mapping[str, Any], tally: Tally) -> list[tuple[str, dict[str, Any]]]:
     """``route``, counting the conversion as with or without click evidence."""
     routed = route(conversion)
     tally["click_evidence", "with" if routed else "without"] += 1

@@ -10,7 +10,8 @@ topic the file stands for, ``partition`` null and ``offset`` the 0-based line nu
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -31,6 +32,9 @@ class Line:
     topic: str
     number: int  # 0-based line number in its file (the dead letter's "offset")
     value: bytes
+    # received_at of ``value`` when read_lines found one (None: none, or not looked at):
+    # the file is decoded once for ordering, not again for stream time
+    received_at: float | None = field(default=None, compare=False)
 
 
 def _received_at(value: bytes) -> float | None:
@@ -44,9 +48,18 @@ def _received_at(value: bytes) -> float | None:
     return None
 
 
+def _line_received_at(line: Line) -> float | None:
+    ra = line.received_at
+    return ra if ra is not None else _received_at(line.value)
+
+
 def read_lines(source: Source, topic: str, data: bytes) -> list[Line]:
     """Every non-blank line of a JSONL file (blank lines are not messages)."""
-    return [Line(source, topic, n, raw) for n, raw in enumerate(data.split(b"\n")) if raw.strip()]
+    return [
+        Line(source, topic, n, raw, _received_at(raw))
+        for n, raw in enumerate(data.split(b"\n"))
+        if raw.strip()
+    ]
 
 
 def ordered(pixel: list[Line], server: list[Line]) -> Iterator[Line]:
@@ -55,11 +68,11 @@ def ordered(pixel: list[Line], server: list[Line]) -> Iterator[Line]:
     for rank, lines in ((0, pixel), (1, server)):
         last = float("-inf")
         for i, line in enumerate(lines):
-            ra = _received_at(line.value)
+            ra = _line_received_at(line)
             if ra is not None:
                 last = ra
             keyed.append((last, rank, i, line))
-    keyed.sort(key=lambda k: (k[0], k[1], k[2]))
+    keyed.sort(key=itemgetter(0, 1, 2))
     return (k[3] for k in keyed)
 
 
@@ -101,7 +114,7 @@ def process(
         candidates.conversions.clear()
         origin = Origin(line.topic, None, line.number)
         pipeline.process(line.source, line.value, origin, now, candidates)
-        ra = _received_at(line.value)
+        ra = _line_received_at(line)
         if ra is not None and ra > stream_time:
             stream_time = ra
             stage.release(stream_time, out.tally, out.conversions)
@@ -113,4 +126,5 @@ def process(
 
 
 def dumps_lines(records: list[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+    dumps = orjson.dumps  # (OPT_APPEND_NEWLINE measured 3x slower than adding b"\n")
+    return b"".join([dumps(r) + b"\n" for r in records])

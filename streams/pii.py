@@ -549,23 +549,8 @@ _sha256: Final = hashlib.sha256
 # while a batch is processed; nothing of it is logged, exported or persisted.
 _MEMO: Final[dict[tuple[str, str, object], tuple[str | None, str | None]]] = {}
 _MEMO_MAX: Final = 65_536
-_HINTED: Final = frozenset({"zp", "st"})
-
-
-def _memo_digest(
-    key: str, rule: _Rule, value: str, hint: str | None, region: str | None, year: int | None
-) -> tuple[str | None, str | None]:
-    context: object = (
-        hint if key in _HINTED else region if key == "ph" else year if key == "db" else None
-    )
-    ck = (key, value, context)
-    hit = _MEMO.get(ck)
-    if hit is None:
-        hit = _digest(rule, value, hint, region, year)
-        if len(_MEMO) >= _MEMO_MAX:
-            _MEMO.clear()
-        _MEMO[ck] = hit
-    return hit
+# the context a memo key carries (hash_user_data passes it): zp and st read the country
+# hint, ph the default region, db the year; any other key depends on its value alone
 
 
 @dataclass(slots=True)
@@ -634,21 +619,41 @@ def hash_user_data(
     hint: str | None = None
     country: _Many | None = None
     raw_country = user_data.get("country")
-    if raw_country is not None:
+    if type(raw_country) is str:  # one string (the usual case): the memo, as below
+        s = raw_country.strip()
+        if s:
+            ck: tuple[str, str, object] = ("country", s, None)
+            hit = _MEMO.get(ck)
+            if hit is None:
+                hit = _digest(_RULES["country"], s, None, region, this_year)
+                if len(_MEMO) >= _MEMO_MAX:
+                    _MEMO.clear()
+                _MEMO[ck] = hit
+            hint = hit[1]  # None when it was already hashed or is dropped
+    elif raw_country is not None:
         country = _hash_many("country", raw_country, None, region, this_year)
         if len(country.normals) == 1 and not country.prehashed:
             hint = next(iter(country.normals))
 
+    # the memo context of the keys whose rule depends on more than the value
+    context: dict[str, object] = {"zp": hint, "st": hint, "ph": region, "db": this_year}
     for key, value in user_data.items():
         if value is None:
             continue
         rule = _RULES.get(key)
         if rule is not None:  # a hashed key
-            if type(value) is str and key != "country":  # the hot path: one string
+            if type(value) is str:  # the hot path: one string
                 s = value.strip()
                 if not s:
                     continue
-                digest, normal = _memo_digest(key, rule, s, hint, region, this_year)
+                ck = (key, s, context.get(key))  # inlined _memo_digest (hot)
+                hit = _MEMO.get(ck)
+                if hit is None:
+                    hit = _digest(rule, s, hint, region, this_year)
+                    if len(_MEMO) >= _MEMO_MAX:
+                        _MEMO.clear()
+                    _MEMO[ck] = hit
+                digest, normal = hit
                 if digest is None:
                     dropped_counts[key] = 1
                     warnings.add(dropped(key))
@@ -682,8 +687,8 @@ def hash_user_data(
             warnings.add(DROPPED_UNKNOWN_USER_DATA_KEY)
     return PiiResult(
         user_data=out,
-        warnings=tuple(sorted(warnings)),
-        errors=tuple(sorted(errors, key=_error_field)),
+        warnings=tuple(sorted(warnings)) if warnings else (),
+        errors=tuple(sorted(errors, key=_error_field)) if errors else (),
         hashed=hashed,
         prehashed=prehashed,
         dropped=dropped_counts,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, Final
 
 from streams import attribution, capi, codes, metrics, pixel, records, validate
 from streams.codes import Error
 from streams.model import Origin, Parsed, RawEvent, Source
-from streams.pii import hash_user_data
+from streams.pii import HASHED_KEYS, hash_user_data
 from streams.quality import match_quality
 from streams.settings import Settings
 from streams.tally import Tally
@@ -84,13 +85,11 @@ class Pipeline:
             default_phone_country=self.settings.default_phone_country,
             this_year=_year(raw.received_at),
         )
-        for outcome, counts in (
-            ("hashed", pii.hashed),
-            ("prehashed", pii.prehashed),
-            ("dropped", pii.dropped),
-        ):
+        for outcome, counts in ((_HASHED, pii.hashed), (_PREHASHED, pii.prehashed)):
             for key, n in counts.items():
-                tally["pii_values", key, outcome] += n
+                tally[outcome[key]] += n
+        for key, n in pii.dropped.items():
+            tally["pii_values", key, "dropped"] += n
         checked = validate.check(raw, pii.user_data, self.settings.pixel_allowlist)
         errors = [*pii.errors, *checked.errors]
         if errors:
@@ -118,8 +117,19 @@ class Pipeline:
             tally["warnings", w] += 1
 
 
+# tally keys of the per-key PII counts, built once (two per hashed key and event)
+_HASHED: Final = {k: ("pii_values", k, "hashed") for k in HASHED_KEYS}
+_PREHASHED: Final = {k: ("pii_values", k, "prehashed") for k in HASHED_KEYS}
+
+
 def _year(received_at: float) -> int:
-    return time.gmtime(received_at).tm_year
+    """The UTC year of ``received_at`` (time.gmtime floors it to whole seconds)."""
+    return _year_of_day(int(received_at // 86_400))
+
+
+@lru_cache(maxsize=64)
+def _year_of_day(day: int) -> int:
+    return time.gmtime(day * 86_400).tm_year
 
 
 def _count_dead(tally: Tally, source: Source, errors: list[Error]) -> None:

@@ -9,11 +9,10 @@ event with ``action_source`` ``website``.
 from __future__ import annotations
 
 from typing import Any, Final
-from urllib.parse import parse_qsl
 
 import orjson
 
-from streams import codes
+from streams import codes, query
 from streams.capi import decode_object
 from streams.codes import Error
 from streams.model import Parsed, RawEvent
@@ -26,20 +25,17 @@ MAX_QUERY: Final = 64 * 1024
 
 
 def _params(obj: dict[str, Any]) -> tuple[dict[str, str] | None, Error | None]:
-    query, params = obj.get("query"), obj.get("params")
-    if query is not None:
-        if not isinstance(query, str):
+    text, params = obj.get("query"), obj.get("params")
+    if text is not None:
+        if not isinstance(text, str):
             return None, Error(codes.INVALID_TYPE, "query", "query must be a string")
-        if len(query) > MAX_QUERY:
+        if len(text) > MAX_QUERY:
             return None, Error(codes.MALFORMED_MESSAGE, "query", "query is longer than 64 KiB")
-        out: dict[str, str] = {}
-        for k, v in parse_qsl(query.lstrip("?"), keep_blank_values=True):
-            out.setdefault(k, v)  # first occurrence wins
-        return out, None
+        return query.first_wins(text.lstrip("?")), None  # first occurrence wins
     if params is not None:
         if not isinstance(params, dict):
             return None, Error(codes.INVALID_TYPE, "params", "params must be an object")
-        out = {}
+        out: dict[str, str] = {}
         for k, v in params.items():
             if isinstance(v, str):
                 out[k] = v

@@ -37,7 +37,23 @@ WEIGHTS: Final[Mapping[str, float]] = {
 MAX_SCORE: Final = 10.0
 
 
-def match_quality(user_data: Mapping[str, Any]) -> dict[str, Any]:
-    keys = sorted(k for k, v in user_data.items() if v and k in WEIGHTS)
+def _score(present: tuple[str, ...]) -> tuple[float, tuple[str, ...]]:
+    keys = sorted(k for k in present if k in WEIGHTS)
     score = min(MAX_SCORE, sum(WEIGHTS[k] for k in keys))
-    return {"score": round(score, 1), "keys": keys}
+    return round(score, 1), tuple(keys)
+
+
+# Events come in a few shapes of user_data keys: the score of each shape is computed once.
+# Keyed by key names only (no values); bounded by clearing when full.
+_SCORES: Final[dict[tuple[str, ...], tuple[float, tuple[str, ...]]]] = {}
+_SCORES_MAX: Final = 4096
+
+
+def match_quality(user_data: Mapping[str, Any]) -> dict[str, Any]:
+    present = tuple([k for k, v in user_data.items() if v])
+    hit = _SCORES.get(present)
+    if hit is None:
+        if len(_SCORES) >= _SCORES_MAX:
+            _SCORES.clear()
+        hit = _SCORES[present] = _score(present)
+    return {"score": hit[0], "keys": list(hit[1])}

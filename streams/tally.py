@@ -40,6 +40,12 @@ _METRICS: Final = {
 
 
 class Tally(Counter[Key]):
+    # Counter defines __delitem__ in Python, which routes every store (``t[k] += 1``)
+    # through a Python-level slot; dict's own methods put the C slot back (2x faster
+    # increments, measured). Difference: ``del`` of a missing key raises KeyError.
+    __setitem__ = dict.__setitem__
+    __delitem__ = dict.__delitem__  # type: ignore[assignment]  # (narrower key type)
+
     def flush(self) -> None:
         """Add the counts to the Prometheus metrics and reset."""
         for (name, *labels), n in self.items():
