@@ -25,7 +25,7 @@ sweeper as dedup state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Awaitable, Iterator, MutableMapping
 from typing import Any
 
 import orjson
@@ -108,7 +108,7 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
             group = f"{settings.app_id}-attribution-route"
             super().__init__(settings, [settings.topics.conversions], group, **kw)
 
-        async def handle(self, batch: dict[Any, list[Any]]) -> int:
+        async def handle(self, batch: dict[Any, list[Any]]) -> tuple[int, Awaitable[Any]]:
             tally = Tally()
             routed_to: list[tuple[int, bytes]] = []
             parts = settings.partitions
@@ -127,9 +127,9 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
                     for k, m in route_counted(rec, tally):
                         routed_to.append((partition_for(k.encode(), parts), orjson.dumps(m)))
             items, partitions = groups.by_partition(routed_to, attr_topic)
-            await (await outputs()).send_all(items, partitions)
+            acks = await (await outputs()).start_all(items, partitions)
             tally.flush()
-            return n
+            return n, acks
 
     StatefulStage(
         app,

@@ -8,6 +8,12 @@ and a Faust stream can drop records at start-up with a backlog (streams/progress
 stateless stage has no table to keep its own progress in. Here offsets are committed by
 hand, after every output of the batch was acknowledged by the broker: a crash can
 repeat outputs (same keys and values), never lose them.
+
+Two batches overlap: while one batch's outputs are on their way to the broker (and its
+offsets are then committed), the next batch is fetched and processed, and its outputs
+handed to the producer after the first's (so per partition they stay in order). A
+batch's offsets are committed only after its own outputs and every earlier batch's were
+acknowledged and committed.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -65,8 +72,9 @@ class BatchLoop(Service):  # type: ignore[misc]
 
     async def stop_outputs(self) -> None: ...
 
-    async def handle(self, batch: dict[Any, list[Any]]) -> int:
-        """Process one ``getmany`` batch and await its outputs; return the record count."""
+    async def handle(self, batch: dict[Any, list[Any]]) -> tuple[int, Awaitable[Any]]:
+        """Process one ``getmany`` batch and start its outputs; return the record count
+        and what to await for the outputs' acks."""
         raise NotImplementedError
 
     @Service.task
@@ -80,22 +88,43 @@ class BatchLoop(Service):  # type: ignore[misc]
 
     async def _run(self) -> None:
         within_ms = int(self.settings.batch_within * 1000)
-        while not self.should_stop:
-            batch = await self.consumer.getmany(
-                timeout_ms=max(within_ms, 100), max_records=self.settings.batch_size
-            )
-            self.joined = True
-            if not batch:
-                continue
-            t0 = time.perf_counter()
-            n = await self.handle(batch)
-            await self._commit()
-            metrics.BATCH_SECONDS.labels(self.stage).observe(time.perf_counter() - t0)
-            metrics.BATCH_SIZE.labels(self.stage).observe(n)
-
-    async def _commit(self) -> None:
+        inflight: asyncio.Future[None] | None = None
         try:
-            await self.consumer.commit()
+            while not self.should_stop:
+                batch = await self.consumer.getmany(
+                    timeout_ms=max(within_ms, 100), max_records=self.settings.batch_size
+                )
+                self.joined = True
+                if not batch:
+                    continue
+                t0 = time.perf_counter()
+                offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
+                n, acks = await self.handle(batch)
+                if inflight is not None:
+                    await inflight  # the previous batch is acked and committed first
+                inflight = asyncio.ensure_future(self._settle(acks, offsets, t0, n))
+                inflight.add_done_callback(self._failed)
+        finally:
+            if inflight is not None and not inflight.done():
+                await inflight
+
+    def _failed(self, fut: asyncio.Future[None]) -> None:
+        """A batch's outputs failed (the broker refused them past the client's retries):
+        exit at once, with its offsets not committed (agents/failfast.py)."""
+        if not fut.cancelled() and fut.exception() is not None:
+            die(self.stage, fut.exception())  # type: ignore[arg-type]
+
+    async def _settle(
+        self, acks: Awaitable[Any], offsets: dict[Any, int], t0: float, n: int
+    ) -> None:
+        await acks
+        await self._commit(offsets)
+        metrics.BATCH_SECONDS.labels(self.stage).observe(time.perf_counter() - t0)
+        metrics.BATCH_SIZE.labels(self.stage).observe(n)
+
+    async def _commit(self, offsets: dict[Any, int]) -> None:
+        try:
+            await self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as e:
             # a rebalance took the partitions: the next owner repeats this batch's
             # outputs (same keys and values); nothing is lost

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -88,7 +89,7 @@ def register(app: Any, settings: Settings) -> IngestState:
         async def stop_outputs(self) -> None:
             await self.producer.stop()
 
-        async def handle(self, batch: dict[Any, list[Any]]) -> int:
+        async def handle(self, batch: dict[Any, list[Any]]) -> tuple[int, Awaitable[Any]]:
             now = time.time()
             result = Result()
             n = 0
@@ -98,8 +99,8 @@ def register(app: Any, settings: Settings) -> IngestState:
                 for r in records:
                     process(source, r.value, Origin(tp.topic, tp.partition, r.offset), now, result)
                 n += len(records)
-            await self.outputs.write(result)
+            acks = await self.outputs.start_write(result)
             result.tally.flush()
-            return n
+            return n, acks
 
     return state

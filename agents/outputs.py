@@ -74,6 +74,10 @@ class Outputs:
         return n
 
     async def write(self, result: Result) -> None:
+        await (await self.start_write(result))
+
+    async def start_write(self, result: Result) -> Awaitable[Any]:
+        """``write``'s sends, started: returns what to await for their acks."""
         items: list[tuple[str, bytes, bytes | None]]
         parts: list[int | None] | None = None
         if self.grouped:
@@ -94,7 +98,7 @@ class Outputs:
             items.append((self.dead_letter, key, orjson.dumps(dl)))
             if parts is not None:
                 parts.append(None)
-        await self.send_all(items, parts)
+        return await self.start_all(items, parts)
 
     async def send_all(
         self,
@@ -104,8 +108,16 @@ class Outputs:
         """Send (topic, key, value) items, to ``partitions[i]`` when given and not None
         (else by key); return once the broker acknowledged all. A None value is a
         tombstone."""
-        if not items:
-            return
+        await (await self.start_all(items, partitions))
+
+    async def start_all(
+        self,
+        items: list[tuple[str, bytes, bytes | None]],
+        partitions: Sequence[int | None] | None = None,
+    ) -> Awaitable[Any]:
+        """``send_all``'s sends, handed to the producer in order (so per partition they
+        are written in this order, before any later call's); returns what to await for
+        the broker's acks."""
         producer = self.producer
         batches: dict[tuple[str, int], Any] = {}
         pending: list[asyncio.Future[Any]] = []
@@ -125,4 +137,4 @@ class Outputs:
         for (topic, part), batch in batches.items():
             batch.close()
             pending.append(await producer.send_batch(batch, topic, partition=part))
-        await asyncio.gather(*pending)
+        return asyncio.gather(*pending)

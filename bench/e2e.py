@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from agents import kafka_io  # noqa: E402
 from bench import traffic  # noqa: E402
+from streams import groups  # noqa: E402
 from streams.model import Origin  # noqa: E402
 from streams.pipeline import Pipeline, Result  # noqa: E402
 from streams.settings import Settings, Topics, from_env, to_env  # noqa: E402
@@ -234,9 +235,12 @@ def batch_rates(workers: list[Worker]) -> dict[str, tuple[float, float]]:
     return out
 
 
-async def latency(s: Settings, rate: float, seconds: float, first: int) -> tuple[list[float], int]:
-    """Produce new mixed messages at ``rate``/s for ``seconds``; return raw→conversion
-    latencies (s) of the conversions with an event id, and how many were produced."""
+async def latency(
+    s: Settings, rate: float, seconds: float, first: int
+) -> tuple[dict[str, list[float]], int]:
+    """Produce new mixed messages at ``rate``/s for ``seconds``; return the latencies (s)
+    of events with an event id from the raw produce to the ingest stage's output
+    (``dedup-in``) and to the conversion, and how many messages were produced."""
     msgs = traffic.mixed(int(rate * seconds), seed=first, start=first)
     kw = kafka_io.client_kwargs(s)
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **kw)
@@ -244,9 +248,14 @@ async def latency(s: Settings, rate: float, seconds: float, first: int) -> tuple
     await consumer.start()
     await producer.start()
     sent: dict[str, float] = {}
-    lat: list[float] = []
+    lat: dict[str, list[float]] = {"ingested": [], "conversion": []}
+    dedup_in = f"{s.app_id}-dedup-in"
     try:
-        tps = [TopicPartition(s.topics.conversions, p) for p in range(s.partitions)]
+        tps = [
+            TopicPartition(t, p)
+            for t in (s.topics.conversions, dedup_in)
+            for p in range(s.partitions)
+        ]
         ends = await consumer.end_offsets(tps)
         consumer.assign(tps)
         for tp in tps:
@@ -255,12 +264,18 @@ async def latency(s: Settings, rate: float, seconds: float, first: int) -> tuple
         async def read() -> None:
             while True:
                 batch = await consumer.getmany(timeout_ms=100)
-                for recs in batch.values():
+                for tp, recs in batch.items():
                     for r in recs:
-                        rec = orjson.loads(r.value or b"{}")
-                        t = sent.get(rec.get("event_id") or "")
-                        if t is not None and rec["sources"][0] in ("browser", "server"):
-                            lat.append(r.timestamp / 1000 - t)
+                        if tp.topic == dedup_in:
+                            if r.value == b'{"tick":true}':
+                                continue
+                            recs_in, hop = groups.decode(r.value or b"[]"), "ingested"
+                        else:
+                            recs_in, hop = [orjson.loads(r.value or b"{}")], "conversion"
+                        for rec in recs_in:
+                            t = sent.get(rec.get("event_id") or "")
+                            if t is not None:
+                                lat[hop].append(r.timestamp / 1000 - t)
 
         reader = asyncio.create_task(read())
         t0 = time.time()
@@ -387,10 +402,12 @@ def main() -> None:
         if a.latency_seconds > 0:
             rate = max(1.0, wk / 2)
             lat, sent = asyncio.run(latency(s, rate, a.latency_seconds, first=10 * m))
-            print(
-                f"latency at {rate:,.0f} messages/s ({sent} messages, {len(lat)} conversions):"
-                f" p50 {1000 * pct(lat, 0.5):.0f} ms, p99 {1000 * pct(lat, 0.99):.0f} ms"
-            )
+            for hop, xs in lat.items():
+                print(
+                    f"latency raw -> {hop} at {rate:,.0f} messages/s ({sent} messages,"
+                    f" {len(xs)} events): p50 {1000 * pct(xs, 0.5):.0f} ms,"
+                    f" p99 {1000 * pct(xs, 0.99):.0f} ms"
+                )
         for i, w in enumerate(workers):
             print(f"worker {i} RSS at the end: {rss_mib(w.proc.pid):,.0f} MiB")
     finally:
