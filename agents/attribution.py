@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from agents.batchloop import BatchLoop
+from agents.batchloop import BatchLoop, batch_offsets
 from agents.outputs import partition_for, shared_outputs
 from agents.stage import (
     ROCKSDB_OPTIONS,
@@ -108,7 +108,9 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
             group = f"{settings.app_id}-attribution-route"
             super().__init__(settings, [settings.topics.conversions], group, **kw)
 
-        async def handle(self, batch: dict[Any, list[Any]]) -> tuple[int, Awaitable[Any]]:
+        async def handle(
+            self, batch: dict[Any, list[Any]]
+        ) -> tuple[int, Awaitable[Any], dict[Any, int]]:
             tally = Tally()
             routed_to: list[tuple[int, bytes]] = []
             parts = settings.partitions
@@ -129,7 +131,7 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
             items, partitions = groups.by_partition(routed_to, attr_topic)
             acks = await (await outputs()).start_all(items, partitions)
             tally.flush()
-            return n, acks
+            return n, acks, batch_offsets(batch)
 
     StatefulStage(
         app,

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from mode import Service
 
@@ -37,10 +37,12 @@ log = logging.getLogger("convstream.batchloop")
 
 
 class BatchLoop(Service):  # type: ignore[misc]
-    """Consumer group ``group`` over ``topics``; ``handle`` one batch at a time (it must
-    await its outputs), then commit. Subclasses set the names and ``handle``."""
+    """Consumer group ``group`` over ``topics``; ``handle`` one batch at a time (it
+    starts its outputs), then commit once they are acked. Subclasses set the names and
+    ``handle``."""
 
     stage: str = ""  # metric label and name in failure reports
+    always_handle = False  # call ``handle`` after an empty poll too (records it buffered)
 
     def __init__(self, settings: Settings, topics: list[str], group: str, **kw: Any) -> None:
         super().__init__(**kw)
@@ -52,7 +54,6 @@ class BatchLoop(Service):  # type: ignore[misc]
     async def on_start(self) -> None:
         await self.start_outputs()
         self.consumer = AIOKafkaConsumer(
-            *self.topics,
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -61,7 +62,11 @@ class BatchLoop(Service):  # type: ignore[misc]
             max_partition_fetch_bytes=8 * 1024 * 1024,
             **client_kwargs(self.settings),
         )
+        self.consumer.subscribe(self.topics, listener=_Revoked(self.revoked))
         await self.consumer.start()
+
+    def revoked(self, partitions: set[Any]) -> None:
+        """A rebalance takes ``partitions`` away (before the new assignment)."""
 
     async def on_stop(self) -> None:
         await self.consumer.stop()
@@ -72,9 +77,11 @@ class BatchLoop(Service):  # type: ignore[misc]
 
     async def stop_outputs(self) -> None: ...
 
-    async def handle(self, batch: dict[Any, list[Any]]) -> tuple[int, Awaitable[Any]]:
-        """Process one ``getmany`` batch and start its outputs; return the record count
-        and what to await for the outputs' acks."""
+    async def handle(
+        self, batch: dict[Any, list[Any]]
+    ) -> tuple[int, Awaitable[Any], dict[Any, int]]:
+        """Process one ``getmany`` batch and start its outputs; return the record count,
+        what to await for the outputs' acks, and the offsets to commit after them."""
         raise NotImplementedError
 
     @Service.task
@@ -95,11 +102,12 @@ class BatchLoop(Service):  # type: ignore[misc]
                     timeout_ms=max(within_ms, 100), max_records=self.settings.batch_size
                 )
                 self.joined = True
-                if not batch:
+                if not batch and not self.always_handle:
                     continue
                 t0 = time.perf_counter()
-                offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
-                n, acks = await self.handle(batch)
+                n, acks, offsets = await self.handle(batch)
+                if not offsets:
+                    continue
                 if inflight is not None:
                     await inflight  # the previous batch is acked and committed first
                 inflight = asyncio.ensure_future(self._settle(acks, offsets, t0, n))
@@ -132,3 +140,19 @@ class BatchLoop(Service):  # type: ignore[misc]
                 "offset commit failed; batch will be redelivered",
                 extra={"stage": self.stage, "error": type(e).__name__},
             )
+
+
+def batch_offsets(batch: dict[Any, list[Any]]) -> dict[Any, int]:
+    """The offsets to commit once every record of ``batch`` is done."""
+    return {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
+
+
+class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, revoked: Any) -> None:
+        self._revoked = revoked
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        pass

@@ -5,10 +5,17 @@ A plain aiokafka consume→process→produce loop hosted in the Faust worker
 producer is shared with the other stages. Stateful stages (dedup, attribution) use
 Faust streams and tables.
 
-Delivery: all outputs of a batch are acknowledged by the broker before the batch's
-offsets are committed, so a crash can repeat outputs (same keys and values), never
-lose them. The loop cannot raise on data: ``Pipeline.process`` turns every message
-into conversions, dead letters or a counted skip.
+Order: the two raw topics are merged in ``received_at`` order as they are read
+(streams/align.py): ingest processes the earliest buffered record first, pauses the
+partitions that are ahead, and waits (at most ``ALIGN_MAX_WAIT``) for a partition that
+still has unread records, so the dedup stage gets each conversion's copies in the order
+they were received even when one topic has a backlog.
+
+Delivery: all outputs of a batch are acknowledged by the broker before the offsets of
+its records are committed (of processed records only), so a crash can repeat outputs
+(same keys and values), never lose them. The loop cannot raise on data:
+``Pipeline.process`` turns every message into conversions, dead letters or a counted
+skip.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from aiokafka import AIOKafkaProducer
 from agents.batchloop import BatchLoop
 from agents.kafka_io import client_kwargs
 from agents.outputs import Outputs
+from streams.align import Aligner
 from streams.dedupe import partition_key
 from streams.model import Origin, Source
 from streams.pipeline import Pipeline, Result
@@ -43,6 +51,9 @@ class IngestState:
         return bool(self.service is not None and self.service.joined)
 
 
+ALIGN_MAX_WAIT = 2.0  # seconds a lagging partition that yields nothing may hold ingest back
+
+
 def internal_topic(settings: Settings) -> str:
     """Valid, PII-hashed candidate conversions on their way to the dedup agent."""
     return f"{settings.app_id}-dedup-in"
@@ -61,9 +72,27 @@ def register(app: Any, settings: Settings) -> IngestState:
 
         stage = "ingest"
 
+        always_handle = True  # records wait in the aligner between polls
+
         def __init__(self, **kw: Any) -> None:
             super().__init__(settings, list(sources), f"{settings.app_id}-ingest", **kw)
             state.service = self
+            self.aligner = Aligner()
+            self.waiting_since: float | None = None  # a lagging partition holds us back
+
+        def revoked(self, partitions: set[Any]) -> None:
+            for tp in partitions:
+                self.aligner.drop(tp)
+
+        async def lagging(self) -> set[Any]:
+            """Assigned partitions with records on the broker not fetched yet (or no
+            fetch answered yet): the merge must not run past their buffered records."""
+            out = set()
+            for tp in self.consumer.assignment():
+                high = self.consumer.highwater(tp)
+                if high is None or await self.consumer.position(tp) < high:
+                    out.add(tp)
+            return out
 
         async def start_outputs(self) -> None:
             self.producer = AIOKafkaProducer(
@@ -89,18 +118,43 @@ def register(app: Any, settings: Settings) -> IngestState:
         async def stop_outputs(self) -> None:
             await self.producer.stop()
 
-        async def handle(self, batch: dict[Any, list[Any]]) -> tuple[int, Awaitable[Any]]:
+        async def handle(
+            self, batch: dict[Any, list[Any]]
+        ) -> tuple[int, Awaitable[Any], dict[Any, int]]:
+            aligner = self.aligner
+            for tp, records in batch.items():
+                rank = 0 if sources[tp.topic] == "browser" else 1  # ties: pixel first
+                aligner.add(tp, rank, tp.partition, ((r.offset, r) for r in records))
+            lagging = await self.lagging()
+            wall = time.monotonic()
+            if lagging and self.waiting_since is None:
+                self.waiting_since = wall
+            force = self.waiting_since is not None and wall - self.waiting_since > ALIGN_MAX_WAIT
+            taken = aligner.take(lagging, settings.batch_size, force=force)
+            if taken:
+                self.waiting_since = None
+            # fetch what holds the merge back; pause partitions with a full buffer
+            full = {
+                tp
+                for tp in self.consumer.assignment()
+                if aligner.buffered(tp) >= settings.batch_size
+            }
+            paused = self.consumer.paused()
+            if full - paused:
+                self.consumer.pause(*(full - paused))
+            if paused - full:
+                self.consumer.resume(*(paused - full))
             now = time.time()
             result = Result()
-            n = 0
             process = self.pipeline.process
-            for tp, records in batch.items():
-                source = sources[tp.topic]
-                for r in records:
-                    process(source, r.value, Origin(tp.topic, tp.partition, r.offset), now, result)
-                n += len(records)
+            offsets: dict[Any, int] = {}
+            for tp, offset, r in taken:
+                process(
+                    sources[tp.topic], r.value, Origin(tp.topic, tp.partition, offset), now, result
+                )
+                offsets[tp] = offset + 1
             acks = await self.outputs.start_write(result)
             result.tally.flush()
-            return n, acks
+            return len(taken), acks, offsets
 
     return state
