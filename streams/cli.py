@@ -232,7 +232,9 @@ def cmd_process(args: argparse.Namespace) -> int:
         (out / "attribution_candidates.jsonl").write_bytes(offline.dumps_lines(result.candidates))
         (out / "dead_letters.jsonl").write_bytes(offline.dumps_lines(result.dead_letters))
         elapsed = time.perf_counter() - t0
-    print(summary(result, len(pixel), len(server), out, elapsed))
+        text = summary(result, len(pixel), len(server), out, elapsed)
+        del result, pixel, server  # freed before the collector is back: nothing to scan
+    print(text)
     return 0
 
 
