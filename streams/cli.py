@@ -211,32 +211,35 @@ def cmd_process(args: argparse.Namespace) -> int:
             raise SettingsError(f"cannot read --{source} file {path}: {e.strerror}") from None
         return offline.read_lines("browser" if source == "pixel" else "server", topic, data)
 
-    from streams.runtime import tune_gc
+    from streams.runtime import batch_without_cyclic_gc, tune_gc
 
     tune_gc()
-    t0 = time.perf_counter()
-    pixel = load(args.pixel, "pixel", s.topics.pixel_raw)
-    server = load(args.server, "server", s.topics.server_raw)
-    now = time.time()
-    tally = Tally()
-    catalog, rejected = None, list[dict[str, Any]]()
-    if args.catalog is not None:
-        try:
-            data = Path(args.catalog).read_bytes()
-        except OSError as e:
-            msg = f"cannot read --catalog file {args.catalog}: {e.strerror}"
-            raise SettingsError(msg) from None
-        catalog, rejected = offline.load_catalog(s.topics.catalog, data, now, tally)
-    result = offline.process(s, offline.ordered(pixel, server), now=now, catalog=catalog)
-    result.dead_letters[:0] = rejected  # the catalog is read first, as the worker does
-    result.tally.update(tally)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "conversions.jsonl").write_bytes(offline.dumps_lines(result.conversions))
-    (out / "attribution_candidates.jsonl").write_bytes(offline.dumps_lines(result.candidates))
-    (out / "dead_letters.jsonl").write_bytes(offline.dumps_lines(result.dead_letters))
-    elapsed = time.perf_counter() - t0
-    print(summary(result, len(pixel), len(server), out, elapsed))
+    with batch_without_cyclic_gc():  # every record is kept until written
+        t0 = time.perf_counter()
+        pixel = load(args.pixel, "pixel", s.topics.pixel_raw)
+        server = load(args.server, "server", s.topics.server_raw)
+        now = time.time()
+        tally = Tally()
+        catalog, rejected = None, list[dict[str, Any]]()
+        if args.catalog is not None:
+            try:
+                data = Path(args.catalog).read_bytes()
+            except OSError as e:
+                msg = f"cannot read --catalog file {args.catalog}: {e.strerror}"
+                raise SettingsError(msg) from None
+            catalog, rejected = offline.load_catalog(s.topics.catalog, data, now, tally)
+        result = offline.process(s, offline.ordered(pixel, server), now=now, catalog=catalog)
+        result.dead_letters[:0] = rejected  # the catalog is read first, as the worker does
+        result.tally.update(tally)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "conversions.jsonl").write_bytes(offline.dumps_lines(result.conversions))
+        (out / "attribution_candidates.jsonl").write_bytes(offline.dumps_lines(result.candidates))
+        (out / "dead_letters.jsonl").write_bytes(offline.dumps_lines(result.dead_letters))
+        elapsed = time.perf_counter() - t0
+        text = summary(result, len(pixel), len(server), out, elapsed)
+        del result, pixel, server  # freed before the collector is back: nothing to scan
+    print(text)
     return 0
 
 

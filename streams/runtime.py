@@ -12,6 +12,8 @@ at once; the collector only has to find cycles, which the pipeline does not make
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 GEN0_THRESHOLD = 50_000
 
@@ -22,3 +24,20 @@ def tune_gc() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
+
+
+@contextmanager
+def batch_without_cyclic_gc() -> Iterator[None]:
+    """A bounded batch run that keeps all its results until the end (``convstream
+    process``): the collector would rescan the growing heap of kept records again and
+    again and free nothing (reference counting frees the rest; the pipeline makes no
+    cycles). Off for the run, back as it was after it (cycles made meanwhile, e.g. by
+    a caught exception, wait for the next collection). Measured on the full offline path
+    (bench/offline.py, 100k messages): 10-15% of its CPU time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -93,3 +93,26 @@ def test_tally_counts_like_a_counter() -> None:
     assert t.sum_of("a") == 6
     del t[("d",)]
     assert ("d",) not in t
+
+
+def test_batch_without_cyclic_gc_restores_the_collector() -> None:
+    import gc
+
+    import pytest
+
+    from streams.runtime import batch_without_cyclic_gc
+
+    assert gc.isenabled()
+    with batch_without_cyclic_gc():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), batch_without_cyclic_gc():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with batch_without_cyclic_gc():
+            pass
+        assert not gc.isenabled()  # left as it was
+    finally:
+        gc.enable()
