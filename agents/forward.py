@@ -11,6 +11,8 @@ skips events.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import random
 import signal
@@ -45,11 +47,59 @@ class Rejected:
     attempts: int
 
 
+async def pause(closing: asyncio.Event, delay: float) -> None:
+    """Sleep ``delay`` seconds; raise Closing at once when the forwarder stops."""
+    if closing.is_set():
+        raise Closing
+    try:
+        await asyncio.wait_for(closing.wait(), delay)
+    except TimeoutError:
+        return
+    raise Closing
+
+
+class Closing(Exception):
+    """The forwarder stops: a delivery that would have to wait gives up (unsettled, so
+    its events are read again after the restart)."""
+
+
+class Slots:
+    """``n`` request slots, handed out oldest batch first (not first come): the batch
+    holding the oldest unsent events goes next, so offsets can be committed sooner."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    async def acquire(self, priority: int) -> None:
+        if self.free > 0 and not self._heap:
+            self.free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heap, (priority, next(self._seq), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a slot while being cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._heap:
+            _, _, fut = heapq.heappop(self._heap)
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.free += 1
+
+
 class PixelGate:
     """One pixel's sending state: active, throttled (until a time) or paused (bad token;
     probed again after ``pause_probe``). Every request of the pixel waits at the gate."""
 
-    def __init__(self, pixel_id: str, configured: bool) -> None:
+    def __init__(self, pixel_id: str, configured: bool, closing: asyncio.Event) -> None:
+        self.closing = closing
         self.pixel_id = pixel_id
         self.configured = configured
         self.state = "active"
@@ -58,7 +108,7 @@ class PixelGate:
 
     async def wait(self) -> None:
         while (delay := self.not_before - time.monotonic()) > 0:
-            await asyncio.sleep(delay)
+            await pause(self.closing, delay)
 
     def hold(self, delay: float, state: str) -> None:
         self.not_before = max(self.not_before, time.monotonic() + delay)
@@ -110,8 +160,9 @@ class Sender:
         self.rnd = rnd
         self.tokens = dict(fw.access_tokens)
         self.secrets = tuple(self.tokens.values())
-        self.sem = asyncio.Semaphore(fw.concurrency)
-        self.gates = {p: PixelGate(p, True) for p in self.tokens}
+        self.slots = Slots(fw.concurrency)
+        self.closing = asyncio.Event()
+        self.gates = {p: PixelGate(p, True, self.closing) for p in self.tokens}
         self.timeout = aiohttp.ClientTimeout(total=fw.timeout)
         self.requests = 0
 
@@ -128,9 +179,7 @@ class Sender:
         work: list[tuple[list[fwd.Item], int]] = [(batch.items, 0)]
         while work:
             items, attempt = work.pop()
-            await gate.wait()
-            async with self.sem:
-                outcome = await self._post(batch, items, token)
+            outcome = await self._send_through(gate, batch, items, token)
             step = fwd.plan(outcome, len(items), attempt, self.fw, self.rnd)
             if outcome.kind not in ("throttle", "auth"):
                 gate.answered()
@@ -157,9 +206,24 @@ class Sender:
                     gate.hold(step.delay, step.reason)
                     work.append((items, attempt))
                 else:
-                    await asyncio.sleep(step.delay)
+                    await pause(self.closing, step.delay)
                     work.append((items, attempt + 1))
         return rejected
+
+    async def _send_through(
+        self, gate: PixelGate, batch: fwd.Batch, items: list[fwd.Item], token: str
+    ) -> fwd.Outcome:
+        """Wait for the pixel's gate and a request slot; the gate is checked again with
+        the slot held, so a throttle seen meanwhile is honoured."""
+        while True:
+            await gate.wait()
+            await self.slots.acquire(batch.first)
+            try:
+                if gate.not_before > time.monotonic():
+                    continue
+                return await self._post(batch, items, token)
+            finally:
+                self.slots.release()
 
     async def _post(self, batch: fwd.Batch, items: list[fwd.Item], token: str) -> fwd.Outcome:
         url = f"{self.fw.graph_url}/{self.fw.api_version}/{batch.pixel_id}/events"
@@ -280,12 +344,13 @@ class Forwarder:
     async def _loop(self) -> None:
         paused = False
         while not self.stopping.is_set():
-            waiting = self.tracker.pending()
-            metrics.FORWARD_EVENTS_WAITING.set(waiting)
-            if waiting >= self.fw.max_waiting and not paused:
+            metrics.FORWARD_EVENTS_WAITING.set(self.tracker.pending())
+            # read-ahead is bounded by what a crash would repeat, not only by the unsent
+            held = self.tracker.uncommitted()
+            if held >= self.fw.max_waiting and not paused:
                 self.consumer.pause(*self.consumer.assignment())
                 paused = True
-            elif waiting < self.fw.max_waiting and paused:
+            elif held < self.fw.max_waiting and paused:
                 self.consumer.resume(*self.consumer.assignment())
                 paused = False
             due = self.batcher.next_due()
@@ -320,6 +385,8 @@ class Forwarder:
         try:
             rejected = await self.sender.deliver(batch)
             await self._dead_letter(rejected)
+        except Closing:
+            return  # unsettled: read again after the restart
         except asyncio.CancelledError:
             raise
         except BaseException:  # a bug or a broker gone: stop, commit nothing more
@@ -384,7 +451,9 @@ class Forwarder:
             self.committed.pop(p, None)
 
     async def _drain(self, timeout: float = 30.0) -> None:
-        """On shutdown: send the open batches, wait for deliveries a while, commit."""
+        """On shutdown: send the open batches, give up waits (throttled, paused, backoff),
+        let requests in flight finish, commit what is settled."""
+        self.sender.closing.set()
         for b in self.batcher.drain():
             self._spawn(b)
         if self.tasks:

@@ -156,11 +156,13 @@ class Batch:
     pixel_id: str
     test_event_code: str | None
     items: list[Item]
+    first: int = 0  # read order of its first item: the batch with the oldest goes first
 
 
 @dataclass(slots=True)
 class _Open:
     started: float
+    first: int
     items: list[Item] = field(default_factory=list)
 
 
@@ -174,6 +176,7 @@ class Batcher:
         self.size = size
         self.linger = linger
         self._open: dict[tuple[str, str | None], _Open] = {}
+        self._added = 0
 
     def __len__(self) -> int:
         return sum(len(o.items) for o in self._open.values())
@@ -182,11 +185,12 @@ class Batcher:
         """Add one item; the batch it filled, if it did."""
         open_ = self._open.get(item.key)
         if open_ is None:
-            open_ = self._open[item.key] = _Open(now)
+            open_ = self._open[item.key] = _Open(now, self._added)
+        self._added += 1
         open_.items.append(item)
         if len(open_.items) >= self.size:
             del self._open[item.key]
-            return Batch(item.pixel_id, item.test_event_code, open_.items)
+            return Batch(item.pixel_id, item.test_event_code, open_.items, open_.first)
         return None
 
     def due(self, now: float) -> list[Batch]:
@@ -212,7 +216,7 @@ class Batcher:
 
     def _take(self, key: tuple[str, str | None]) -> Batch:
         o = self._open.pop(key)
-        return Batch(key[0], key[1], o.items)
+        return Batch(key[0], key[1], o.items, o.first)
 
 
 def chunks(items: Iterable[Item], size: int = MAX_EVENTS) -> list[Batch]:
@@ -445,6 +449,11 @@ class OffsetTracker:
     def pending(self) -> int:
         """Records read and not settled yet (events waiting)."""
         return sum(len(q) - len(self._settled[p]) for p, q in self._seen.items())
+
+    def uncommitted(self) -> int:
+        """Records read and not committable yet (settled ones behind an unsettled one
+        included): what a crash now would read, and send, again."""
+        return sum(len(q) for q in self._seen.values())
 
     def committable(self) -> dict[int, int]:
         """Partition → next offset to commit, for partitions that advanced since the last

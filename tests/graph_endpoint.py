@@ -78,9 +78,16 @@ def mixed_faults(rate: float, seed: int = 1, kinds: tuple[str, ...] = FAULTS) ->
     return plan
 
 
-def scripted(faults: list[Fault | None]) -> FaultPlan:
-    """The n-th request gets ``faults[n]`` (None: answered normally); later ones none."""
-    return lambda n, pixel: faults[n] if n < len(faults) else None
+def scripted(faults: list[Fault | None], then: FaultPlan | None = None) -> FaultPlan:
+    """The n-th request gets ``faults[n]`` (None: answered normally); later ones what
+    ``then`` says (default: none)."""
+
+    def plan(n: int, pixel: str) -> Fault | None:
+        if n < len(faults):
+            return faults[n]
+        return then(n, pixel) if then is not None else None
+
+    return plan
 
 
 @dataclass

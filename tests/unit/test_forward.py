@@ -401,3 +401,15 @@ def test_bad_forward_settings_name_the_variable_never_the_token(
         from_env(env)
     assert needle in str(e.value)
     assert "SECRET" not in str(e.value)
+
+
+def test_uncommitted_counts_settled_records_behind_an_unsettled_one() -> None:
+    t = fwd.OffsetTracker()
+    for off in range(5):
+        t.add(0, off)
+    for off in (1, 2, 3):
+        t.settle(0, off)
+    assert t.committable() == {}
+    assert (t.pending(), t.uncommitted()) == (2, 5)
+    t.settle(0, 0)
+    assert t.committable() == {0: 4} and t.uncommitted() == 1
