@@ -17,6 +17,7 @@ import logging
 import random
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,10 +191,9 @@ class Sender:
                     "already are deduplicated by event_id)"
                 )
             if step.action == "done":
-                for item in items:
-                    metrics.FORWARD_EVENTS_SENT.labels(
-                        metrics.event_label(item.event.get("event_name"))
-                    ).inc()
+                names = Counter(metrics.event_label(i.event.get("event_name")) for i in items)
+                for name, n in names.items():
+                    metrics.FORWARD_EVENTS_SENT.labels(name).inc(n)
             elif step.action == "split":
                 metrics.FORWARD_SPLITS.inc()
                 left, right = fwd.split(items)

@@ -30,6 +30,7 @@ CONVSTREAM_ONLY: Final = frozenset(
     }
 )
 REQUEST_LEVEL: Final = frozenset({"test_event_code"})
+_NOT_SENT: Final = CONVSTREAM_ONLY | REQUEST_LEVEL
 MAX_EVENTS: Final = 1000  # CAPI: at most 1000 events per request
 
 # Graph API error codes, SPEC §11.
@@ -83,11 +84,7 @@ def capi_event(record: Mapping[str, Any]) -> dict[str, Any]:
     """The CAPI server event of a conversion record: the convstream-only fields and the
     request-level ``test_event_code`` removed, null fields left out, ``event_id`` =
     ``conversion_id`` when the record has none (so Meta deduplicates repeats)."""
-    event = {
-        k: v
-        for k, v in record.items()
-        if k not in CONVSTREAM_ONLY and k not in REQUEST_LEVEL and v is not None
-    }
+    event = {k: v for k, v in record.items() if v is not None and k not in _NOT_SENT}
     if not event.get("event_id"):
         event["event_id"] = record["conversion_id"]
     return event

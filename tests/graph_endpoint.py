@@ -319,6 +319,8 @@ def main() -> None:
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--now", type=float, help="Meta's clock (default: the real one)")
     p.add_argument("--retry-after", type=float, default=1.0)
+    p.add_argument("--timeout-sleep", type=float, default=5.0)
+    p.add_argument("--slow-sleep", type=float, default=0.3)
     args = p.parse_args()
     tokens = dict(item.split("=", 1) for item in args.tokens.split(","))
     ep = GraphEndpoint(
@@ -326,6 +328,8 @@ def main() -> None:
         now=(lambda: args.now) if args.now else time.time,
         faults=mixed_faults(args.fault_rate) if args.fault_rate else None,
         retry_after=args.retry_after,
+        timeout_sleep=args.timeout_sleep,
+        slow_sleep=args.slow_sleep,
         port=args.port,
         keep_bodies=False,
     )
