@@ -413,3 +413,19 @@ def test_uncommitted_counts_settled_records_behind_an_unsettled_one() -> None:
     assert (t.pending(), t.uncommitted()) == (2, 5)
     t.settle(0, 0)
     assert t.committable() == {0: 4} and t.uncommitted() == 1
+
+
+def test_every_forward_setting_is_documented_in_the_readme() -> None:
+    from streams.settings import ENV_VARS
+
+    readme = (ROOT / "README.md").read_text()
+    names = [n for n in ENV_VARS if n.startswith(("CONVSTREAM_META_", "CONVSTREAM_FORWARD_"))]
+    assert len(names) == 14
+    missing = [
+        n
+        for n in names
+        if f"`{n}`" not in readme
+        and f"`{n.replace('RETRY_MAX', 'RETRY_BASE')}` / `_RETRY_MAX`" not in readme
+    ]
+    assert not missing
+    assert "`CONVSTREAM_TOPIC_FORWARD_DEAD_LETTER`" in readme
