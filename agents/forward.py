@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agents.kafka_io import client_kwargs
+from agents.kafka_io import client_kwargs, create_topics
 from streams import forward as fwd
 from streams import metrics
 from streams.settings import Forward, Settings
@@ -315,8 +315,10 @@ class Forwarder:
         self.joined = False
         self.stopping = asyncio.Event()
         self.committed: dict[int, int] = {}
+        self.failed = False
 
     async def run(self) -> None:
+        await create_topics(self.s, [self.dlq_topic])  # if missing, like the worker's topics
         kw = client_kwargs(self.s)
         self.consumer = AIOKafkaConsumer(
             group_id=f"{self.s.app_id}-forward",
@@ -346,11 +348,10 @@ class Forwarder:
         while not self.stopping.is_set():
             metrics.FORWARD_EVENTS_WAITING.set(self.tracker.pending())
             # read-ahead is bounded by what a crash would repeat, not only by the unsent
-            held = self.tracker.uncommitted()
-            if held >= self.fw.max_waiting and not paused:
-                self.consumer.pause(*self.consumer.assignment())
+            if self.tracker.uncommitted() >= self.fw.max_waiting:
+                self.consumer.pause(*self.consumer.assignment())  # newly assigned ones too
                 paused = True
-            elif held < self.fw.max_waiting and paused:
+            elif paused:
                 self.consumer.resume(*self.consumer.assignment())
                 paused = False
             due = self.batcher.next_due()
@@ -389,10 +390,11 @@ class Forwarder:
             return  # unsettled: read again after the restart
         except asyncio.CancelledError:
             raise
-        except BaseException:  # a bug or a broker gone: stop, commit nothing more
-            log.exception("forward delivery failed; stopping without committing")
+        except Exception:  # a bug or a broker gone: stop; its events stay uncommitted
+            log.exception("forward delivery failed; stopping (its events are sent again)")
+            self.failed = True
             self.stopping.set()
-            raise
+            return
         gone = {r.thing.offset for r in rejected}
         for item in batch.items:
             if item.partition is not None and item.offset not in gone:
@@ -512,7 +514,7 @@ async def run_stream(settings: Settings) -> int:
         await f.run()
     finally:
         await runner.cleanup()
-    return 0
+    return 70 if f.failed else 0  # 70 (EX_SOFTWARE), as the worker's fail-fast exit
 
 
 # --- offline ------------------------------------------------------------------------------
