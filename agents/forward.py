@@ -177,9 +177,11 @@ class Sender:
             return [Rejected(i, "no_access_token", None, 0) for i in batch.items]
         gate = self.gates[batch.pixel_id]
         rejected: list[Rejected] = []
-        work: list[tuple[list[fwd.Item], int]] = [(batch.items, 0)]
+        # (items, failed tries of this batch, requests that carried these items so far)
+        work: list[tuple[list[fwd.Item], int, int]] = [(batch.items, 0, 0)]
         while work:
-            items, attempt = work.pop()
+            items, attempt, carried = work.pop()
+            carried += 1
             outcome = await self._send_through(gate, batch, items, token)
             step = fwd.plan(outcome, len(items), attempt, self.fw, self.rnd)
             if outcome.kind not in ("throttle", "auth"):
@@ -197,17 +199,17 @@ class Sender:
             elif step.action == "split":
                 metrics.FORWARD_SPLITS.inc()
                 left, right = fwd.split(items)
-                work.extend(((right, 0), (left, 0)))  # left half first
+                work.extend(((right, 0, carried), (left, 0, carried)))  # left half first
             elif step.action == "dead_letter":
-                rejected.extend(Rejected(i, step.reason, outcome, attempt + 1) for i in items)
+                rejected.extend(Rejected(i, step.reason, outcome, carried) for i in items)
             else:
                 metrics.FORWARD_EVENTS_RETRIED.labels(step.reason).inc(len(items))
                 if step.pixel_wide:
                     gate.hold(step.delay, step.reason)
-                    work.append((items, attempt))
+                    work.append((items, attempt, carried))
                 else:
                     await pause(self.closing, step.delay)
-                    work.append((items, attempt + 1))
+                    work.append((items, attempt + 1, carried))
         return rejected
 
     async def _send_through(

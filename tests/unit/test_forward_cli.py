@@ -69,6 +69,8 @@ def test_input_file_sent_once_each_rejects_to_the_default_file(
     ]
     assert [(d["reason"], d["offset"]) for d in dls] == [("rejected", 7), ("invalid_record", 30)]
     assert (dls[0]["code"], dls[0]["subcode"]) == (100, 2804007)
+    # the requests that carried it: its batch (failed, throttled, rejected) and the halves
+    assert dls[0]["attempts"] >= 5 and dls[1]["attempts"] == 0
     assert dls[0]["event"] == fwd.capi_event(convs[7])
     text = (src.parent / "forward_dead_letters.jsonl").read_text() + out
     assert not any(t in text for t in TOKENS.values())
