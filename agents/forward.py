@@ -300,7 +300,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.forwarder.revoked({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return None
+        self.forwarder.joined = True  # the group was joined (possibly with no partitions)
 
 
 class Forwarder:
@@ -361,7 +361,6 @@ class Forwarder:
             batch = await self.consumer.getmany(
                 timeout_ms=int(min(wait_s, 0.2) * 1000), max_records=self.fw.batch_size
             )
-            self.joined = True
             now = time.monotonic()
             for tp, records in batch.items():
                 for r in records:

@@ -29,7 +29,7 @@ from streams import forward as fwd
 from streams.offline import ordered, process, read_lines
 from streams.settings import Forward, Settings, to_env
 from tests.graph_endpoint import FAULTS, GraphEndpoint, mixed_faults, scripted
-from tests.integration.conftest import REPO, WorkerProc, http_get
+from tests.integration.conftest import REPO, WorkerProc, free_port, http_get
 
 pytestmark = pytest.mark.integration
 
@@ -217,6 +217,7 @@ def test_faults_lose_nothing_and_dead_letter_the_rejected_event(
     convs = conversions(1200, seed=11)
     bad = convs[417]
     bad_id = fwd.capi_event(bad)["event_id"]
+    old = convs[903] = dict(convs[903], event_time=int(META_NOW) - 8 * 86_400)  # > 7 days
     ep = endpoint(
         faults=scripted(list(FAULTS), then=mixed_faults(0.35, seed=5)),
         reject_event_ids=frozenset({bad_id}),
@@ -228,7 +229,7 @@ def test_faults_lose_nothing_and_dead_letter_the_rejected_event(
     leak = orjson.dumps({"pixel_id": PIXELS[0], "user_data": {"em": "leak.buyer@example.org"}})
     produce(kafka, s, convs, extra=[leak, b"not json"])
     f = start_forwarder(s)
-    good = [c for c in convs if c is not bad]
+    good = [c for c in convs if c is not bad and c is not old]
     wait_accepted(ep, set(expected_keys(good)), timeout=90)
     wait_committed(s, timeout=30)
     check_accepted(ep, good, exactly_once=True)
@@ -249,13 +250,17 @@ def test_faults_lose_nothing_and_dead_letter_the_rejected_event(
 
     dls = [orjson.loads(v) for _, v, *_ in kafka.read(s, s.topics.forward_dead_letter)]
     by_reason = Counter(d["reason"] for d in dls)
-    assert by_reason == {"rejected": 1, "invalid_record": 2}
-    rejected = next(d for d in dls if d["reason"] == "rejected")
-    assert (rejected["code"], rejected["subcode"], rejected["http_status"]) == (100, 2804007, 400)
-    assert rejected["event"] == fwd.capi_event(bad) and rejected["event_id"] == bad_id
-    assert rejected["message"] and rejected["pixel_id"] == bad["pixel_id"]
+    assert by_reason == {"rejected": 2, "invalid_record": 2}
+    rejected = {d["event_id"]: d for d in dls if d["reason"] == "rejected"}
+    one = rejected[bad_id]
+    assert (one["code"], one["subcode"], one["http_status"]) == (100, 2804007, 400)
+    assert one["event"] == fwd.capi_event(bad)
+    assert one["message"] and one["pixel_id"] == bad["pixel_id"]
+    too_old = rejected[fwd.capi_event(old)["event_id"]]
+    assert (too_old["code"], too_old["subcode"]) == (100, 2804003)
+    assert too_old["event"] == fwd.capi_event(old)
     schema_check(dls)
-    assert f.metric("convstream_forward_events_rejected_total", reason="rejected") == 1
+    assert f.metric("convstream_forward_events_rejected_total", reason="rejected") == 2
     assert f.metric("convstream_forward_events_retried_total", reason="throttled") > 0
     assert f.metric("convstream_forward_events_retried_total", reason="timeout") > 0
     assert f.metric("convstream_forward_requests_total", outcome="throttle") > 0
@@ -361,3 +366,27 @@ def _fields(fw: Forward) -> dict[str, Any]:
     from dataclasses import fields
 
     return {f.name: getattr(fw, f.name) for f in fields(fw)}
+
+
+def test_two_forwarders_share_the_partitions(
+    kafka: Any,
+    endpoint: Callable[..., GraphEndpoint],
+    fsettings: Callable[..., Settings],
+    start_forwarder: Callable[..., WorkerProc],
+) -> None:
+    """Scale-out: a second forwarder joins the group mid-stream (a rebalance); every
+    event is accepted, repeats carry the same event, all offsets end committed."""
+    convs = conversions(2400, seed=41)
+    ep = endpoint(faults=mixed_faults(1.0, seed=9, kinds=("slow",)), slow_sleep=0.25)
+    s = fsettings(ep, concurrency=1, batch_size=100, linger=0.05, max_waiting=1000)
+    produce(kafka, s, convs)
+    first = start_forwarder(s)
+    t0 = time.time()
+    while len(ep.accepted) < 400 and time.time() - t0 < 30:
+        time.sleep(0.05)
+    second = start_forwarder(s.with_overrides(web_port=free_port()))
+    wait_accepted(ep, set(expected_keys(convs)), timeout=90)
+    wait_committed(s)
+    check_accepted(ep, convs, exactly_once=False)
+    sent = [w.metric("convstream_forward_events_sent_total") for w in (first, second)]
+    assert all(n > 0 for n in sent), sent  # both did part of the work

@@ -429,3 +429,16 @@ def test_every_forward_setting_is_documented_in_the_readme() -> None:
     ]
     assert not missing
     assert "`CONVSTREAM_TOPIC_FORWARD_DEAD_LETTER`" in readme
+
+
+def test_the_pure_module_imports_no_kafka_or_http_client() -> None:
+    import ast
+
+    tree = ast.parse((ROOT / "streams" / "forward.py").read_text())
+    imported = {
+        (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        for a in n.names
+    }
+    assert not {m.split(".")[0] for m in imported} & {"faust", "aiokafka", "aiohttp", "mode"}
