@@ -292,7 +292,8 @@ def classify(
             return Outcome("throttle", "throttled", status, retry_after=wait)
         if status == 413:
             return Outcome("reject", "rejected", status, message="request entity too large")
-        return Outcome("retry", "http_5xx" if status >= 500 else "not_graph_error", status)
+        reason = "http_5xx" if status >= 500 else "not_graph_error"
+        return Outcome("retry", reason, status, retry_after=wait)
     code = err["code"]
     message = err.get("message")
     if isinstance(message, str):
@@ -315,12 +316,12 @@ def classify(
     if code in THROTTLE_CODES or status == 429:
         return Outcome("throttle", "throttled", retry_after=wait, **common)
     if code in RETRY_CODES:
-        return Outcome("retry", "graph_transient", **common)
+        return Outcome("retry", "graph_transient", retry_after=wait, **common)
     if status >= 500:
-        return Outcome("retry", "http_5xx", **common)
+        return Outcome("retry", "http_5xx", retry_after=wait, **common)
     if 400 <= status < 500:
         return Outcome("reject", "rejected", **common)
-    return Outcome("retry", "not_graph_error", **common)
+    return Outcome("retry", "not_graph_error", retry_after=wait, **common)
 
 
 def transport_failure(kind: Literal["timeout", "transport"]) -> Outcome:
@@ -366,7 +367,10 @@ def plan(outcome: Outcome, size: int, attempt: int, fw: Forward, rnd: Callable[[
         return Step("wait", delay, pixel_wide=True, reason="throttled")
     if fw.max_attempts and attempt + 1 >= fw.max_attempts:
         return Step("dead_letter", reason="retries_exhausted")
-    return Step("wait", backoff(attempt, fw.retry_base, fw.retry_max, rnd), reason=outcome.reason)
+    delay = backoff(attempt, fw.retry_base, fw.retry_max, rnd)
+    if outcome.retry_after is not None:  # e.g. a 503 that says when: never sooner
+        delay = max(delay, outcome.retry_after)
+    return Step("wait", delay, reason=outcome.reason)
 
 
 # --- dead letters -------------------------------------------------------------------------

@@ -233,6 +233,14 @@ def test_plan_per_class() -> None:
     assert retry.reason == "http_5xx"
 
 
+def test_a_retry_honours_retry_after_as_a_floor() -> None:
+    r = random.Random(1).random
+    o = fwd.classify(503, "9", b"busy", 0.0)
+    assert (o.kind, o.retry_after) == ("retry", 9.0)
+    assert fwd.plan(o, 10, 0, FW, r).delay == 9.0
+    assert fwd.plan(fwd.classify(503, None, b"busy", 0.0), 10, 0, FW, r).delay <= 1.0
+
+
 def test_retries_are_unlimited_by_default_and_bounded_when_set() -> None:
     r = random.Random(1).random
     o = fwd.Outcome("retry", "timeout")
