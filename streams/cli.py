@@ -320,7 +320,9 @@ def cmd_forward(args: argparse.Namespace) -> int:
     if args.dead_letters is not None and args.input is None:
         raise SettingsError("--dead-letters needs --input FILE (the stream writes to a topic)")
     from agents import forward as fwd_agent
+    from streams.runtime import tune_gc
 
+    tune_gc()
     if args.input is None:
         if not s.forward.access_tokens:
             raise SettingsError(
