@@ -27,7 +27,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.forward import Sender, new_session
+from agents.graph_client import Sender, new_session
 from bench.traffic import PIXELS, conversions
 from streams import forward as fwd
 from streams.runtime import tune_gc

@@ -320,6 +320,8 @@ def cmd_forward(args: argparse.Namespace) -> int:
     if args.dead_letters is not None and args.input is None:
         raise SettingsError("--dead-letters needs --input FILE (the stream writes to a topic)")
     from agents import forward as fwd_agent
+    from agents import forward_file
+    from agents.graph_client import TokenRejected
     from streams.runtime import tune_gc
 
     tune_gc()
@@ -335,10 +337,10 @@ def cmd_forward(args: argparse.Namespace) -> int:
         data = src.read_bytes()
     except OSError as e:
         raise SettingsError(f"cannot read --input file {src}: {e.strerror}") from None
-    things = fwd_agent.read_file(data)
+    things = forward_file.read_file(data)
     t0 = time.perf_counter()
     if args.dry_run is not None:
-        r = fwd_agent.dry_run(things, s.forward, Path(args.dry_run))
+        r = forward_file.dry_run(things, s.forward, Path(args.dry_run))
         print(
             f"dry run: {r.events} records -> {r.bodies} request bodies in {args.dry_run} "
             f"({r.rejected} records are not conversions and would be dead-lettered)"
@@ -350,8 +352,8 @@ def cmd_forward(args: argparse.Namespace) -> int:
         else src.with_name("forward_dead_letters.jsonl")
     )
     try:
-        r = asyncio.run(fwd_agent.send_file(things, s, dead, str(src)))
-    except fwd_agent.TokenRejected as e:
+        r = asyncio.run(forward_file.send_file(things, s, dead, str(src)))
+    except TokenRejected as e:
         print(f"convstream: {e}", file=sys.stderr)
         return 1
     print(
