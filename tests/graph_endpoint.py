@@ -92,12 +92,13 @@ def scripted(faults: list[Fault | None], then: FaultPlan | None = None) -> Fault
 
 @dataclass
 class Request:
-    at: float  # monotonic
+    at: float  # monotonic, when answered
     pixel: str
     events: int
     status: int
     kind: str  # ok, rejected, bad_token, or a fault name
     retry_after: float | None = None
+    arrived: float = 0.0  # monotonic, when the request came in
 
 
 @dataclass
@@ -117,6 +118,7 @@ class GraphEndpoint:
 
     def __post_init__(self) -> None:
         self._n = 0
+        self._arrived: dict[int, float] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -185,6 +187,7 @@ class GraphEndpoint:
         with self._lock:
             n = self._n
             self._n += 1
+            self._arrived[n] = time.monotonic()
         raw = await request.read()
         body: Any
         if request.content_type == "application/x-www-form-urlencoded":
@@ -265,7 +268,15 @@ class GraphEndpoint:
         retry_after: float | None = None,
     ) -> web.StreamResponse:
         self.requests.append(
-            Request(time.monotonic(), pixel, count, resp.status, kind, retry_after)
+            Request(
+                time.monotonic(),
+                pixel,
+                count,
+                resp.status,
+                kind,
+                retry_after,
+                self._arrived.pop(n, 0.0),
+            )
         )
         return resp
 
