@@ -265,3 +265,34 @@ def catalog_lines(ads: int = 40) -> list[bytes]:
         )
         for a in range(ads)
     ]
+
+
+PIXELS = ("1234567890", "2222222222")
+
+
+def conversions(n: int, seed: int = 7) -> list[dict[str, object]]:
+    """About ``n`` conversions (conversions.enriched values) from ``mixed`` traffic run
+    through the offline pipeline; every third moved to a second pixel and every fifth
+    given a test_event_code, so batches per (pixel, test_event_code) are exercised."""
+    from streams.offline import Line, ordered, process
+    from streams.settings import Settings
+
+    msgs = mixed(int(n / 1.1) + 1, seed)
+    lines = {
+        s: [
+            Line(s, f"events.{'pixel' if s == 'browser' else 'server'}.raw", i, v)  # type: ignore[arg-type]
+            for i, (src, v) in enumerate(msgs)
+            if src == s
+        ]
+        for s in ("browser", "server")
+    }
+    out = process(Settings(), ordered(lines["browser"], lines["server"]), now=BASE + 3600)
+    convs: list[dict[str, object]] = []
+    for i, rec in enumerate(out.conversions[:n]):
+        rec = dict(rec)
+        if i % 3 == 2:
+            rec["pixel_id"] = PIXELS[1]
+        if i % 5 == 4:
+            rec["test_event_code"] = "TEST42"
+        convs.append(rec)
+    return convs

@@ -1,4 +1,4 @@
-"""The ``convstream`` command: worker, produce, demo (process and specs join them).
+"""The ``convstream`` command: worker, produce, demo, process, specs, forward.
 
 Settings come from the environment (streams.settings); flags override them. Bad flags
 or settings exit with status 2 and a message naming the field.
@@ -315,6 +315,62 @@ def cmd_specs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forward(args: argparse.Namespace) -> int:
+    """``forward`` (SPEC §11): conversions topic → Graph API; or a file (``--input``)."""
+    import logging.config
+
+    from streams.logs import logging_config
+
+    s = _settings(args)
+    logging.config.dictConfig(logging_config(s.log_level))
+    if args.dry_run is not None and args.input is None:
+        raise SettingsError("--dry-run needs --input FILE (it writes that file's request bodies)")
+    if args.dead_letters is not None and args.input is None:
+        raise SettingsError("--dead-letters needs --input FILE (the stream writes to a topic)")
+    from agents import forward as fwd_agent
+    from agents import forward_file
+    from agents.graph_client import TokenRejected
+    from streams.runtime import tune_gc
+
+    tune_gc()
+    if args.input is None:
+        if not s.forward.access_tokens:
+            raise SettingsError(
+                "no access token: set CONVSTREAM_META_ACCESS_TOKENS or "
+                "CONVSTREAM_META_ACCESS_TOKENS_FILE"
+            )
+        return asyncio.run(fwd_agent.run_stream(s))
+    src = Path(args.input)
+    try:
+        data = src.read_bytes()
+    except OSError as e:
+        raise SettingsError(f"cannot read --input file {src}: {e.strerror}") from None
+    things = forward_file.read_file(data)
+    t0 = time.perf_counter()
+    if args.dry_run is not None:
+        r = forward_file.dry_run(things, s.forward, Path(args.dry_run))
+        print(
+            f"dry run: {r.events} records -> {r.bodies} request bodies in {args.dry_run} "
+            f"({r.rejected} records are not conversions and would be dead-lettered)"
+        )
+        return 0
+    dead = (
+        Path(args.dead_letters)
+        if args.dead_letters
+        else src.with_name("forward_dead_letters.jsonl")
+    )
+    try:
+        r = asyncio.run(forward_file.send_file(things, s, dead, str(src)))
+    except TokenRejected as e:
+        print(f"convstream: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"forward: {r.events} records, {r.sent} accepted, {r.rejected} dead-lettered "
+        f"-> {dead}, {r.requests} requests in {time.perf_counter() - t0:.2f}s"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="convstream", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -343,6 +399,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("event", metavar="EVENT.json", help="a conversion record, event or action(s)")
     m.add_argument("--json", action="store_true", help="the report as JSON")
     m.set_defaults(func=cmd_specs)
+    fw = sub.add_parser(
+        "forward", help="send conversions to the Conversions API (the topic, or --input FILE)"
+    )
+    fw.add_argument("--input", metavar="FILE", help="JSONL of conversions.enriched values")
+    fw.add_argument(
+        "--dead-letters",
+        metavar="FILE",
+        help="with --input: rejected events (default forward_dead_letters.jsonl beside it)",
+    )
+    fw.add_argument("--dry-run", metavar="DIR", help="with --input: write bodies, send nothing")
+    fw.add_argument("--web-port", type=int)
+    fw.set_defaults(func=cmd_forward)
     d = sub.add_parser("demo", help="worker + sample traffic on a running broker; print output")
     d.add_argument("--keep-running", action="store_true", help="leave the worker running")
     d.add_argument("--show", type=int, default=2, help="records to print per output topic")

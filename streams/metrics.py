@@ -225,3 +225,61 @@ BATCH_SIZE: Final = Histogram(
     registry=REGISTRY,
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
 )
+
+# --- convstream forward (SPEC §11) --------------------------------------------------------
+# The one label that names a pixel: FORWARD_PIXEL_STATE, and only for the pixels an access
+# token is configured for (bounded by the configuration; pixel ids are not personal data).
+FORWARD_EVENTS_SENT: Final = Counter(
+    "convstream_forward_events_sent",
+    "Events the Conversions API accepted",
+    ["event_name"],
+    registry=REGISTRY,
+)
+FORWARD_EVENTS_REJECTED: Final = Counter(
+    "convstream_forward_events_rejected",
+    "Events dead-lettered by forward: rejected (by Meta), no_access_token, invalid_record, "
+    "retries_exhausted",
+    ["reason"],
+    registry=REGISTRY,
+)
+FORWARD_EVENTS_RETRIED: Final = Counter(
+    "convstream_forward_events_retried",
+    "Events sent again, by reason (timeout, transport, http_5xx, graph_transient, "
+    "not_graph_error, throttled, paused)",
+    ["reason"],
+    registry=REGISTRY,
+)
+FORWARD_REQUESTS: Final = Counter(
+    "convstream_forward_requests",
+    "Graph API requests by outcome: ok, retry, throttle, reject, auth",
+    ["outcome"],
+    registry=REGISTRY,
+)
+FORWARD_SPLITS: Final = Counter(
+    "convstream_forward_splits",
+    "Rejected batches split in two to isolate the events Meta rejects",
+    registry=REGISTRY,
+)
+FORWARD_REQUEST_SECONDS: Final = Histogram(
+    "convstream_forward_request_duration_seconds",
+    "Graph API request latency (answered or failed)",
+    registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+FORWARD_EVENTS_WAITING: Final = Gauge(
+    "convstream_forward_events_waiting",
+    "Events read and not yet settled (sent or dead-lettered)",
+    registry=REGISTRY,
+)
+FORWARD_LAG: Final = Gauge(
+    "convstream_forward_lag",
+    "Records of the conversions topic after the forwarder's committed offsets (its partitions)",
+    registry=REGISTRY,
+)
+FORWARD_PIXEL_STATE: Final = Gauge(
+    "convstream_forward_pixel_state",
+    "1 for the state each configured pixel is in: active, throttled, paused (bad token)",
+    ["pixel_id", "state"],
+    registry=REGISTRY,
+)
+PIXEL_STATES: Final = ("active", "throttled", "paused")

@@ -26,6 +26,34 @@ class Topics:
     conversions: str = "conversions.enriched"
     candidates: str = "conversions.attribution_candidates"
     dead_letter: str = "conversions.dead_letter"
+    forward_dead_letter: str = "conversions.forward_dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """``convstream forward`` (SPEC §11). ``access_tokens`` is a secret: not in the repr."""
+
+    graph_url: str = "https://graph.facebook.com"
+    api_version: str = "v24.0"
+    access_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    concurrency: int = 4
+    timeout: float = 30.0
+    linger: float = 1.0
+    batch_size: int = 1000
+    retry_base: float = 0.5
+    retry_max: float = 60.0
+    max_attempts: int = 0
+    throttle_wait: float = 60.0
+    pause_probe: float = 300.0
+    max_waiting: int = 20_000
+
+    @property
+    def pixels(self) -> tuple[str, ...]:
+        """The pixels a token is configured for (not secret)."""
+        return tuple(sorted(p for p, _ in self.access_tokens))
+
+    def token(self, pixel_id: str) -> str | None:
+        return dict(self.access_tokens).get(pixel_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +80,7 @@ class Settings:
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None
+    forward: Forward = field(default_factory=Forward)
 
     @property
     def broker_url(self) -> str:
@@ -78,6 +107,7 @@ ENV_VARS: dict[str, str] = {
     "CONVSTREAM_TOPIC_CONVERSIONS": "output: conversions",
     "CONVSTREAM_TOPIC_CANDIDATES": "output: attribution candidates",
     "CONVSTREAM_TOPIC_DEAD_LETTER": "output: dead letters",
+    "CONVSTREAM_TOPIC_FORWARD_DEAD_LETTER": "forward: events the Conversions API rejected",
     "CONVSTREAM_PARTITIONS": "partitions of the topics convstream creates",
     "CONVSTREAM_REPLICATION_FACTOR": "replication factor of the topics convstream creates",
     "CONVSTREAM_STORE": "table store: rocksdb:// (production) or memory:// (dev only)",
@@ -97,6 +127,20 @@ ENV_VARS: dict[str, str] = {
     "KAFKA_SASL_USERNAME": "SASL user",
     "KAFKA_SASL_PASSWORD": "SASL password (never logged)",
     "KAFKA_SSL_CAFILE": "CA bundle for SSL / SASL_SSL",
+    "CONVSTREAM_META_GRAPH_URL": "forward: Graph API base URL",
+    "CONVSTREAM_META_API_VERSION": "forward: Graph API version, e.g. v24.0",
+    "CONVSTREAM_META_ACCESS_TOKENS": "forward: pixel_id=token,pixel_id=token (secret)",
+    "CONVSTREAM_META_ACCESS_TOKENS_FILE": "forward: file of pixel_id=token lines (secret)",
+    "CONVSTREAM_FORWARD_CONCURRENCY": "forward: requests in flight at once",
+    "CONVSTREAM_FORWARD_TIMEOUT": "forward: seconds before a request counts as timed out",
+    "CONVSTREAM_FORWARD_LINGER": "forward: seconds a batch waits to fill before it is sent",
+    "CONVSTREAM_FORWARD_BATCH_SIZE": "forward: max events per request (CAPI: 1000)",
+    "CONVSTREAM_FORWARD_RETRY_BASE": "forward: first retry delay in seconds (doubles, jittered)",
+    "CONVSTREAM_FORWARD_RETRY_MAX": "forward: longest retry delay in seconds",
+    "CONVSTREAM_FORWARD_MAX_ATTEMPTS": "forward: attempts before dead-lettering (0: no limit)",
+    "CONVSTREAM_FORWARD_THROTTLE_WAIT": "forward: wait when throttled without Retry-After",
+    "CONVSTREAM_FORWARD_PAUSE_PROBE": "forward: seconds between probes of a paused pixel",
+    "CONVSTREAM_FORWARD_MAX_WAITING": "forward: events held before consumption pauses",
 }
 
 
@@ -220,6 +264,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     ):
         if (v := get(name)) is not None:
             kw[attr] = v
+    fw = _forward(env, get)
+    if fw is not None:
+        kw["forward"] = fw
     s = replace(d, **kw)
     if s.security_protocol.startswith("SASL") and not (s.sasl_username and s.sasl_password):
         raise SettingsError(
@@ -228,6 +275,78 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if s.security_protocol.startswith("SASL") and s.sasl_mechanism is None:
         s = replace(s, sasl_mechanism="PLAIN")
     return s
+
+
+_VERSION_RE = re.compile(r"^v[0-9]{1,3}\.[0-9]{1,3}$")
+_PIXEL_RE = re.compile(r"^[0-9]{1,20}$")
+
+
+def _tokens(name: str, items: list[str]) -> tuple[tuple[str, str], ...]:
+    """``pixel_id=token`` items; errors name the pixel or the item number, never a token."""
+    out: dict[str, str] = {}
+    for n, item in enumerate(items, 1):
+        pixel, sep, token = item.partition("=")
+        pixel, token = pixel.strip(), token.strip()
+        if not sep or not _PIXEL_RE.match(pixel):
+            raise SettingsError(f"{name}: item {n} is not pixel_id=token (pixel id: digits)")
+        if not token or any(c.isspace() or c == "," for c in token):
+            raise SettingsError(f"{name}: the token of pixel {pixel} is empty or holds spaces")
+        if pixel in out:
+            raise SettingsError(f"{name}: pixel {pixel} is given twice")
+        out[pixel] = token
+    return tuple(sorted(out.items()))
+
+
+def _forward(env: Mapping[str, str], get: Any) -> Forward | None:
+    """The ``CONVSTREAM_META_*`` and ``CONVSTREAM_FORWARD_*`` settings (None: all default)."""
+    kw: dict[str, Any] = {}
+    if (v := get("CONVSTREAM_META_GRAPH_URL")) is not None:
+        url = v.strip().rstrip("/")
+        if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", url):
+            raise SettingsError(f"CONVSTREAM_META_GRAPH_URL must be an http(s) URL, got {v!r}")
+        kw["graph_url"] = url
+    if (v := get("CONVSTREAM_META_API_VERSION")) is not None:
+        if not _VERSION_RE.match(v.strip()):
+            raise SettingsError(f"CONVSTREAM_META_API_VERSION must look like v24.0, got {v!r}")
+        kw["api_version"] = v.strip()
+    inline, path = get("CONVSTREAM_META_ACCESS_TOKENS"), get("CONVSTREAM_META_ACCESS_TOKENS_FILE")
+    if inline is not None and path is not None:
+        raise SettingsError(
+            "give CONVSTREAM_META_ACCESS_TOKENS or CONVSTREAM_META_ACCESS_TOKENS_FILE, not both"
+        )
+    if inline is not None:
+        items = [i for i in inline.split(",") if i.strip()]
+        kw["access_tokens"] = _tokens("CONVSTREAM_META_ACCESS_TOKENS", items)
+    if path is not None:
+        try:
+            text = open(path.strip(), encoding="utf-8").read()  # noqa: SIM115
+        except OSError as e:
+            raise SettingsError(
+                f"CONVSTREAM_META_ACCESS_TOKENS_FILE: cannot read {path.strip()}: {e.strerror}"
+            ) from None
+        items = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        kw["access_tokens"] = _tokens("CONVSTREAM_META_ACCESS_TOKENS_FILE", items)
+    numbers: tuple[tuple[str, str, type, float, float], ...] = (
+        ("CONVSTREAM_FORWARD_CONCURRENCY", "concurrency", int, 1, 256),
+        ("CONVSTREAM_FORWARD_TIMEOUT", "timeout", float, 0.1, 600.0),
+        ("CONVSTREAM_FORWARD_LINGER", "linger", float, 0.0, 60.0),
+        ("CONVSTREAM_FORWARD_BATCH_SIZE", "batch_size", int, 1, 1000),
+        ("CONVSTREAM_FORWARD_RETRY_BASE", "retry_base", float, 0.001, 600.0),
+        ("CONVSTREAM_FORWARD_RETRY_MAX", "retry_max", float, 0.001, 86_400.0),
+        ("CONVSTREAM_FORWARD_MAX_ATTEMPTS", "max_attempts", int, 0, 1_000_000),
+        ("CONVSTREAM_FORWARD_THROTTLE_WAIT", "throttle_wait", float, 0.001, 86_400.0),
+        ("CONVSTREAM_FORWARD_PAUSE_PROBE", "pause_probe", float, 0.1, 86_400.0),
+        ("CONVSTREAM_FORWARD_MAX_WAITING", "max_waiting", int, 1000, 10_000_000),
+    )
+    for name, attr, typ, lo, hi in numbers:
+        if (v := get(name)) is not None:
+            kw[attr] = _int(name, v, int(lo), int(hi)) if typ is int else _float(name, v, lo, hi)
+    if not kw:
+        return None
+    fw = Forward(**kw)
+    if fw.retry_max < fw.retry_base:
+        raise SettingsError("CONVSTREAM_FORWARD_RETRY_MAX must be >= CONVSTREAM_FORWARD_RETRY_BASE")
+    return fw
 
 
 def to_env(s: Settings) -> dict[str, str]:
@@ -261,4 +380,23 @@ def to_env(s: Settings) -> dict[str, str]:
         "KAFKA_SSL_CAFILE": s.ssl_cafile,
     }
     env.update({k: v for k, v in optional.items() if v is not None})
+    fw = s.forward
+    env.update(
+        {
+            "CONVSTREAM_META_GRAPH_URL": fw.graph_url,
+            "CONVSTREAM_META_API_VERSION": fw.api_version,
+            "CONVSTREAM_FORWARD_CONCURRENCY": str(fw.concurrency),
+            "CONVSTREAM_FORWARD_TIMEOUT": repr(fw.timeout),
+            "CONVSTREAM_FORWARD_LINGER": repr(fw.linger),
+            "CONVSTREAM_FORWARD_BATCH_SIZE": str(fw.batch_size),
+            "CONVSTREAM_FORWARD_RETRY_BASE": repr(fw.retry_base),
+            "CONVSTREAM_FORWARD_RETRY_MAX": repr(fw.retry_max),
+            "CONVSTREAM_FORWARD_MAX_ATTEMPTS": str(fw.max_attempts),
+            "CONVSTREAM_FORWARD_THROTTLE_WAIT": repr(fw.throttle_wait),
+            "CONVSTREAM_FORWARD_PAUSE_PROBE": repr(fw.pause_probe),
+            "CONVSTREAM_FORWARD_MAX_WAITING": str(fw.max_waiting),
+        }
+    )
+    if fw.access_tokens:
+        env["CONVSTREAM_META_ACCESS_TOKENS"] = ",".join(f"{p}={t}" for p, t in fw.access_tokens)
     return env

@@ -33,8 +33,16 @@ SCHEMAS = ROOT / "schemas"
 EXAMPLES = SCHEMAS / "examples"
 BASE = "https://convstream.dev/schemas/"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-NAMES = ("pixel_hit", "server_events", "conversion", "dead_letter", "attribution_candidate", "ad")
-OUTPUTS = ("conversion", "dead_letter", "attribution_candidate")
+NAMES = (
+    "pixel_hit",
+    "server_events",
+    "conversion",
+    "dead_letter",
+    "attribution_candidate",
+    "ad",
+    "forward_dead_letter",
+)
+OUTPUTS = ("conversion", "dead_letter", "attribution_candidate", "forward_dead_letter")
 PIXEL_TOPIC, SERVER_TOPIC = "events.pixel.raw", "events.server.raw"
 
 SCHEMA: dict[str, dict[str, Any]] = {
@@ -428,6 +436,13 @@ DEAD_LETTER_MUTATIONS: list[tuple[str, Mutation, list[Any]]] = [
     ("missing rejected_at", _del("rejected_at"), []),
     ("extra top-level field", _set("value", "raw message"), []),
 ]
+
+
+def test_forward_dead_letter_example_is_valid() -> None:
+    assert_valid("forward_dead_letter", example("forward_dead_letter"))
+    rec = example("forward_dead_letter")
+    rec["event"]["user_data"]["em"] = ["buyer@example.org"]  # raw PII cannot pass
+    assert errors("forward_dead_letter", rec)
 
 
 def test_dead_letter_example_is_valid() -> None:
