@@ -60,6 +60,32 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    """The HTTP collector (SPEC §12): /tr and /{pixel_id}/events to the raw topics."""
+    import logging.config
+
+    s = _settings(args)
+    over: dict[str, Any] = {}
+    if args.host:
+        over["collect_host"] = args.host
+    if args.port:
+        over["collect_port"] = args.port
+    s = s.with_overrides(**over) if over else s
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+            pass
+    from agents.collect import run
+    from streams.logs import logging_config
+
+    logging.config.dictConfig(logging_config(s.log_level))
+    run(s)
+    return 0
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from agents.kafka_io import create_topics, produce
 
@@ -314,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     w.add_argument("--web-port", type=int)
     w.set_defaults(func=cmd_worker)
+    co = sub.add_parser("collect", help="HTTP collector: Meta Pixel /tr and CAPI /{pixel}/events")
+    co.add_argument("--host", help="bind address (default CONVSTREAM_COLLECT_HOST)")
+    co.add_argument("--port", type=int, help="port (default CONVSTREAM_COLLECT_PORT)")
+    co.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    co.set_defaults(func=cmd_collect)
     pr = sub.add_parser("produce", help="send a JSONL file, one message value per line, to a topic")
     pr.add_argument("--topic", required=True)
     pr.add_argument("file")
