@@ -36,6 +36,28 @@ _CORS = {
 }
 
 
+class RedactHttpErrors(logging.Filter):
+    """aiohttp logs a malformed request with the bytes it choked on (raw queries, bodies,
+    tokens): keep the record, drop those bytes, name only the exception class."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None or record.args:
+            kind = type(exc).__name__ if exc is not None else "error"
+            base = str(record.msg).split(" from ", 1)[0].split(":", 1)[0]
+            record.msg = f"{base} ({kind}; request data not logged)"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def redact_http_logs() -> None:
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal"):
+        logging.getLogger(name).addFilter(RedactHttpErrors())
+
+
 class KafkaWriter:
     """One idempotent producer; ``write`` returns None once acked, else a GraphError."""
 
@@ -314,6 +336,7 @@ class Collector:
 
 def run(s: Settings) -> None:
     """Serve until SIGINT/SIGTERM (aiohttp's run_app handles both)."""
+    redact_http_logs()
     collector = Collector(s)
     log.info(
         "collector listening",
