@@ -15,10 +15,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.kafka_io import client_kwargs, create_topics
@@ -27,6 +36,11 @@ from streams import metrics as m
 from streams.settings import Settings
 
 log = logging.getLogger("convstream.collect")
+
+# errors after which an aiokafka producer does not recover (its sender stopped, or the
+# idempotence state is gone): a new producer (new producer id) replaces it
+_FATAL = (OutOfOrderSequenceNumber, ProducerFenced, UnknownProducerId, InvalidProducerEpoch,
+          ProducerClosed)  # fmt: skip
 
 SANDBOX_PATH = "/privacy_sandbox/pixel/register/trigger"
 _CORS = {
@@ -59,7 +73,11 @@ def redact_http_logs() -> None:
 
 
 class KafkaWriter:
-    """One idempotent producer; ``write`` returns None once acked, else a GraphError."""
+    """One idempotent producer; ``write`` returns None once acked, else a GraphError.
+
+    While Kafka is failing (the last outcome was an error) only one request at a time
+    probes it; the others get a 503 at once instead of piling up on the producer. A
+    producer that hit a fatal error, or got no ack for ``3 x ack timeout``, is replaced."""
 
     def __init__(self, s: Settings) -> None:
         self.s = s
@@ -67,7 +85,9 @@ class KafkaWriter:
         self.pending = 0
         self.last_ack = 0.0
         self.last_error = 0.0
+        self._probing = False
         self._task: asyncio.Task[None] | None = None
+        self._retired: set[asyncio.Task[None]] = set()
 
     @property
     def up(self) -> bool:
@@ -123,32 +143,69 @@ class KafkaWriter:
             return core.unavailable("kafka_unavailable", 1)
         if self.pending >= self.s.collect_max_pending:
             return core.unavailable("backpressure", 1)
+        probe = not self.up
+        if probe:
+            if self._probing:
+                return core.unavailable("kafka_unavailable", 1)
+            self._probing = True
         self.pending += 1
         m.COLLECT_PENDING.set(self.pending)
         try:
             async with asyncio.timeout(self.s.collect_ack_timeout):
                 fut = await producer.send(topic, value, key=key)
+                fut.add_done_callback(_retrieve)
                 # shielded: a timeout here must not cancel the batch other requests share
                 await asyncio.shield(fut)
         except TimeoutError:
-            self._failed()
+            self._failed(producer, None)
             return core.unavailable("kafka_timeout", 2)
         except MessageSizeTooLargeError:
             return core.too_large(self.s.collect_max_body)
         except KafkaError as e:
-            self._failed()
-            log.warning("kafka refused a write", extra={"error": type(e).__name__})
+            self._failed(producer, e)
             return core.unavailable("kafka_unavailable", 2)
         finally:
             self.pending -= 1
             m.COLLECT_PENDING.set(self.pending)
+            if probe:
+                self._probing = False
         self.last_ack = time.monotonic()
         m.COLLECT_KAFKA_UP.set(1)
         return None
 
-    def _failed(self) -> None:
-        self.last_error = time.monotonic()
+    def _failed(self, producer: AIOKafkaProducer, error: KafkaError | None) -> None:
+        now = time.monotonic()
+        if self.up:
+            log.warning(
+                "kafka write failed; answering 503 until it acknowledges again",
+                extra={"error": type(error).__name__ if error else "ack_timeout"},
+            )
+        self.last_error = now
         m.COLLECT_KAFKA_UP.set(0)
+        stuck = now - self.last_ack > 3 * self.s.collect_ack_timeout
+        if producer is self.producer and (isinstance(error, _FATAL) or stuck):
+            log.warning(
+                "replacing the producer",
+                extra={"error": type(error).__name__ if error else "no_ack"},
+            )
+            self.producer = None
+            self.last_ack = now  # the new producer gets its own 3 x ack timeout
+            task = asyncio.create_task(_retire(producer))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+            self._task = asyncio.create_task(self._connect())
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a delivery outcome seen (its request may have timed out and left)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _retire(producer: AIOKafkaProducer) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(10):
+            await producer.stop()
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
