@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from aiokafka.errors import (
     ProducerFenced,
     UnknownProducerId,
 )
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.kafka_io import client_kwargs, create_topics
@@ -67,9 +69,53 @@ class RedactHttpErrors(logging.Filter):
         return True
 
 
-def redact_http_logs() -> None:
+class RateLimit(logging.Filter):
+    """At most one record per message template per ``every`` seconds (aiokafka logs a
+    failed metadata refresh in a tight loop while a broker is down)."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        super().__init__()
+        self.every = every
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        key = str(record.msg)
+        if now - self.last.get(key, -self.every) < self.every:
+            return False
+        if len(self.last) > 1000:
+            self.last.clear()
+        self.last[key] = now
+        return True
+
+
+def quiet_logs() -> None:
+    """Request bytes out of aiohttp's log lines; aiokafka's retry loop rate-limited."""
     for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal"):
         logging.getLogger(name).addFilter(RedactHttpErrors())
+    limit = RateLimit()
+    for name in ("aiokafka", "aiokafka.conn", "aiokafka.cluster", "aiokafka.producer.sender"):
+        logging.getLogger(name).addFilter(limit)
+
+
+class KeyPartitioner:
+    """aiokafka's default partitioning (murmur2 of the key, like the Java client), with
+    the hash of each key remembered: keys are pixel ids, a handful that repeat."""
+
+    def __init__(self) -> None:
+        self._fallback = DefaultPartitioner()
+        self._hash: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(self._fallback(key, all_partitions, available))
+        h = self._hash.get(key)
+        if h is None:
+            h = murmur2(key) & 0x7FFFFFFF
+            if len(self._hash) > 100_000:
+                self._hash.clear()
+            self._hash[key] = h
+        return all_partitions[h % len(all_partitions)]
 
 
 class KafkaWriter:
@@ -88,6 +134,7 @@ class KafkaWriter:
         self._probing = False
         self._task: asyncio.Task[None] | None = None
         self._retired: set[asyncio.Task[None]] = set()
+        m.COLLECT_PENDING.set_function(lambda: self.pending)
 
     @property
     def up(self) -> bool:
@@ -107,7 +154,8 @@ class KafkaWriter:
                 max_batch_size=512 * 1024,
                 max_request_size=s.collect_max_body + 64 * 1024,
                 request_timeout_ms=int(max(s.collect_ack_timeout, 5.0) * 1000),
-                retry_backoff_ms=100,
+                retry_backoff_ms=200,
+                partitioner=KeyPartitioner(),
                 **client_kwargs(s),
             )
             try:
@@ -149,7 +197,6 @@ class KafkaWriter:
                 return core.unavailable("kafka_unavailable", 1)
             self._probing = True
         self.pending += 1
-        m.COLLECT_PENDING.set(self.pending)
         try:
             async with asyncio.timeout(self.s.collect_ack_timeout):
                 fut = await producer.send(topic, value, key=key)
@@ -166,11 +213,11 @@ class KafkaWriter:
             return core.unavailable("kafka_unavailable", 2)
         finally:
             self.pending -= 1
-            m.COLLECT_PENDING.set(self.pending)
             if probe:
                 self._probing = False
+        if probe:
+            m.COLLECT_KAFKA_UP.set(1)
         self.last_ack = time.monotonic()
-        m.COLLECT_KAFKA_UP.set(1)
         return None
 
     def _failed(self, producer: AIOKafkaProducer, error: KafkaError | None) -> None:
@@ -194,6 +241,22 @@ class KafkaWriter:
             self._retired.add(task)
             task.add_done_callback(self._retired.discard)
             self._task = asyncio.create_task(self._connect())
+
+
+# bound metric children (labels() costs a lock and a dict lookup per call)
+@functools.cache
+def _requests(endpoint: str, status: int) -> Any:
+    return m.COLLECT_REQUESTS.labels(endpoint, str(status))
+
+
+@functools.cache
+def _seconds(endpoint: str) -> Any:
+    return m.COLLECT_SECONDS.labels(endpoint)
+
+
+@functools.cache
+def _messages(source: str) -> Any:
+    return m.COLLECT_MESSAGES.labels(source)
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -262,8 +325,8 @@ class Collector:
 
     @staticmethod
     def _done(endpoint: str, t0: float, resp: web.Response) -> web.Response:
-        m.COLLECT_REQUESTS.labels(endpoint, str(resp.status)).inc()
-        m.COLLECT_SECONDS.labels(endpoint).observe(time.perf_counter() - t0)
+        _requests(endpoint, resp.status).inc()
+        _seconds(endpoint).observe(time.perf_counter() - t0)
         return resp
 
     async def _body(self, request: web.Request) -> bytes | core.GraphError:
@@ -329,7 +392,7 @@ class Collector:
         err = await self.writer.write(self.s.topics.pixel_raw, core.pixel_key(query), value)
         if err is not None:
             return self._refuse("pixel", err, t0)
-        m.COLLECT_MESSAGES.labels("browser").inc()
+        _messages("browser").inc()
         if request.method == "GET":
             resp = web.Response(body=core.GIF, content_type="image/gif", headers=_CORS)
         else:
@@ -380,7 +443,7 @@ class Collector:
         err = await self.writer.write(self.s.topics.server_raw, pixel_id.encode(), value)
         if err is not None:
             return self._refuse("capi", err, t0)
-        m.COLLECT_MESSAGES.labels("server").inc()
+        _messages("server").inc()
         m.COLLECT_EVENTS.inc(req.events)
         trace = core.new_trace_id()
         resp = web.Response(
@@ -393,7 +456,7 @@ class Collector:
 
 def run(s: Settings) -> None:
     """Serve until SIGINT/SIGTERM (aiohttp's run_app handles both)."""
-    redact_http_logs()
+    quiet_logs()
     collector = Collector(s)
     log.info(
         "collector listening",

@@ -8,6 +8,7 @@ request's query, body or token (they hold raw PII and secrets).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import os
@@ -113,12 +114,22 @@ class TrustedProxies:
 
     def __init__(self, networks: Iterable[str]) -> None:
         self._nets = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+        self._memo: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._nets)
 
     def __contains__(self, addr: object) -> bool:
         if not isinstance(addr, str) or not self._nets:
             return False
-        ip = _parse_ip(addr)
-        return ip is not None and any(ip in net for net in self._nets)
+        hit = self._memo.get(addr)
+        if hit is None:  # addr is a normalized address (short): the memo stays small
+            ip = _parse_ip(addr)
+            hit = ip is not None and any(ip in net for net in self._nets)
+            if len(self._memo) > 65_536:
+                self._memo.clear()
+            self._memo[addr] = hit
+        return hit
 
 
 def _parse_ip(raw: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -144,21 +155,31 @@ def client_ip(
 
     A malformed entry stops the walk: the nearest address that was believed is used, as
     anything to the left of garbage may be forged."""
-    peer_ip = _parse_ip(peer) if peer else None
-    if peer_ip is None:
-        return None
-    if str(peer_ip) not in trusted:
-        return str(peer_ip)
+    peer_ip = _ip_text(peer) if peer else None
+    if peer_ip is None or not trusted or peer_ip not in trusted:
+        return peer_ip
     hops = [h for header in forwarded_for for h in header.split(",") if h.strip()]
-    last = str(peer_ip)
+    last = peer_ip
     for hop in reversed(hops):
-        ip = _parse_ip(hop)
+        ip = _ip_text(hop)
         if ip is None:
             return last
-        last = str(ip)
+        last = ip
         if last not in trusted:
             return last
     return last
+
+
+def _ip_text(raw: str) -> str | None:
+    """Normalized address text (memoized: the same few addresses come again and again;
+    anything longer than an address with a port is not one, and is not memoized)."""
+    return None if len(raw) > 64 else _ip_text_memo(raw)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _ip_text_memo(raw: str) -> str | None:
+    ip = _parse_ip(raw)
+    return None if ip is None else str(ip)
 
 
 # --- pixel hits (SPEC §2.1) ----------------------------------------------------
