@@ -398,3 +398,33 @@ def test_headless_chromium_pixel_beacons(
         assert m["ip"] == "127.0.0.1"
     assert by_ev["img"]["query"].startswith(f"id={PIXEL}&ev=PageView&eid=img-{run}")
     assert by_ev["beacon"]["query"].startswith(f"id={PIXEL}&ev=Lead&eid=beacon-{run}&dl=http")
+
+
+def test_pending_bound_answers_503_and_every_2xx_is_written(
+    make_settings: Any, kafka: Any, start_collector: Any
+) -> None:
+    """More requests waiting for Kafka's ack than CONVSTREAM_COLLECT_MAX_PENDING: the
+    rest get 503 + Retry-After at once (back-pressure), never a 2xx without the ack."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = collector_settings(make_settings(), collect_max_pending=2)
+    kafka.create_topics(s, [s.topics.pixel_raw, s.topics.server_raw])
+    c = start_collector(s)
+
+    def hit(i: int) -> tuple[int, str, dict[str, str]]:
+        st, h, _ = request(f"{c.url}/tr?id={PIXEL}&ev=PageView&eid=bp-{i}")
+        return st, f"bp-{i}", h
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(hit, range(600)))
+    statuses = {st for st, _, _ in results}
+    assert statuses <= {200, 503}
+    refused = [h for st, _, h in results if st == 503]
+    assert refused, "the pending bound never answered 503"
+    assert all(h.get("Retry-After", "").isdigit() for h in refused)
+    assert c.metric("convstream_collect_rejected_total", reason="backpressure") == len(refused)
+    acked = {rid for st, rid, _ in results if st == 200}
+    got = kafka.read(s, s.topics.pixel_raw, idle_timeout=2, max_wait=30)
+    written = {orjson.loads(v)["query"].rsplit("eid=", 1)[1] for _, v, _, _ in got}
+    assert acked <= written and len(acked) > 0
+    assert PIXEL not in request(f"{c.url}/metrics")[2].decode()  # no pixel ids in labels
