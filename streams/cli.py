@@ -242,6 +242,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for line in body.decode().splitlines():
             if line.startswith("convstream_") and not line.startswith("convstream_batch_"):
                 print("  " + line)
+        _, body = _get(f"{collect_url}/metrics")
+        print(f"\n== collector metrics ({collect_url}/metrics) ==")
+        for line in body.decode().splitlines():
+            if line.startswith(
+                (
+                    "convstream_collect_requests",
+                    "convstream_collect_messages",
+                    "convstream_collect_rejected",
+                    "convstream_collect_events",
+                )
+            ):
+                print("  " + line)
         if args.keep_running:
             print(f"\nworker keeps running (pid {proc.pid}); metrics at {url}/metrics")
             print(f"collector keeps running (pid {collector.pid}) on {collect_url}")
