@@ -160,9 +160,9 @@ class KafkaWriter:
             )
             try:
                 await producer.start()
-            except KafkaError as e:
+            except Exception as e:  # KafkaError, OSError, ssl errors: keep trying, answer 503
                 log.warning("kafka not reachable; retrying", extra={"error": type(e).__name__})
-                with contextlib.suppress(KafkaError):
+                with contextlib.suppress(Exception):
                     await producer.stop()
                 self.last_error = time.monotonic()
                 m.COLLECT_KAFKA_UP.set(0)
@@ -170,7 +170,7 @@ class KafkaWriter:
                 continue
             try:
                 await create_topics(s, [s.topics.pixel_raw, s.topics.server_raw])
-            except KafkaError as e:  # e.g. no permission: the topics must exist already
+            except Exception as e:  # e.g. no permission: the topics must exist already
                 log.warning("could not create raw topics", extra={"error": type(e).__name__})
             self.producer = producer
             self.last_ack = time.monotonic()

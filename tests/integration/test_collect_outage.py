@@ -66,8 +66,8 @@ class OwnBroker:
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    """Not started yet: the test starts it (and stops it); stopped at the end."""
     b = OwnBroker(tmp_path)
-    b.run("start")
     yield b
     b.run("stop")
 
@@ -79,8 +79,22 @@ def test_broker_outage_503_then_every_2xx_is_in_the_topic(
         make_settings(bootstrap_servers=own_broker.bootstrap, partitions=2),
         collect_ack_timeout=2.0,
     )
+    # the collector starts before its broker: 503 and not ready until Kafka answers
+    c = start_collector(s, wait=False)
+    t0 = time.time()
+    while time.time() - t0 < 30:
+        try:
+            if request(f"{c.url}/healthz", timeout=2)[0] == 200:
+                break
+        except OSError:  # not listening yet
+            time.sleep(0.1)
+    assert request(f"{c.url}/readyz")[0] == 503
+    st, h, body = request(f"{c.url}/tr?id={PIXEL}&ev=PageView&eid=early")
+    assert st == 503 and h["Retry-After"].isdigit()
+    assert orjson.loads(body)["error"]["code"] == 2
+    own_broker.run("start")
+    c.wait_ready()  # it connected on its own and created the raw topics
     kafka.create_topics(s, [s.topics.pixel_raw, s.topics.server_raw])
-    c = start_collector(s)
 
     results: list[tuple[str, str, int, dict[str, str]]] = []  # (kind, id, status, headers)
     stop = threading.Event()
