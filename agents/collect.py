@@ -211,6 +211,10 @@ class KafkaWriter:
         except KafkaError as e:
             self._failed(producer, e)
             return core.unavailable("kafka_unavailable", 2)
+        except Exception as e:  # a client bug: the request may be retried; never a 2xx
+            log.error("unexpected producer error", extra={"error": type(e).__name__})
+            self._failed(producer, None)
+            return core.unavailable("kafka_unavailable", 2)
         finally:
             self.pending -= 1
             if probe:
