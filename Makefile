@@ -6,7 +6,7 @@ KAFKA  := deploy/kafka/kafka.sh
 WITH_BROKER := deploy/kafka/with-broker.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test unit integration lint bench bench-e2e bench-forward kafka-up kafka-down kafka-status clean
+.PHONY: help install demo test unit integration lint bench bench-e2e bench-forward bench-collect chromium kafka-up kafka-down kafka-status clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ install: $(BIN)/.installed ## create .venv and install convstream with dev tools
 demo: install ## local broker + worker + sample traffic; prints output and metrics (KEEP_RUNNING=1 keeps it up)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/convstream demo $(if $(filter 1,$(KEEP_RUNNING)),--keep-running,)
 
-test: install ## the whole suite: lint, types, unit, conformance, integration on a real broker
+test: install chromium ## the whole suite: lint, types, unit, conformance, integration on a real broker
 	$(BIN)/ruff check streams agents tests bench
 	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -30,7 +30,7 @@ test: install ## the whole suite: lint, types, unit, conformance, integration on
 unit: install ## only the tests that need no broker
 	$(BIN)/python -m pytest -q tests/unit tests/conformance $(PYTEST_ARGS)
 
-integration: install ## only the real-broker tests
+integration: install chromium ## only the real-broker tests
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/python -m pytest -q tests/integration $(PYTEST_ARGS)
 
 lint: install ## ruff + mypy
@@ -48,6 +48,16 @@ bench-e2e: install ## worker vs bare aiokafka throughput through the real broker
 
 bench-forward: install ## convstream forward to the local Graph-compatible endpoint: events/s, requests under faults
 	$(BIN)/python bench/forward.py $(BENCH_ARGS)
+bench-collect: install ## convstream collect under load (hits/s, CAPI events/s, p50/p99; 5 s broker outage)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/python bench/collect.py $(BENCH_ARGS)
+
+chromium: ## headless Chromium for the collector's browser test (Debian package, via apt-get)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "chromium missing: installing the Debian package (apt-get update; apt-get install chromium)"; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "ERROR: chromium is not installed and apt-get is not available; install Chromium (binary 'chromium') by hand" >&2; exit 1; }; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || { \
+	    echo "ERROR: could not install chromium with apt-get (see the output above: no root? no network?)." >&2; \
+	    echo "       The collector's browser test needs it; install Chromium and run again." >&2; exit 1; }; }
 
 kafka-up: ## start the local broker (prints the bootstrap address)
 	$(KAFKA) start

@@ -1,4 +1,4 @@
-"""The ``convstream`` command: worker, produce, demo, process, specs, forward.
+"""The ``convstream`` command: worker, collect, produce, demo, process, specs, forward.
 
 Settings come from the environment (streams.settings); flags override them. Bad flags
 or settings exit with status 2 and a message naming the field.
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     over: dict[str, Any] = {}
     if getattr(args, "web_port", None):
         over["web_port"] = args.web_port
+    if getattr(args, "collect_port", None):
+        over["collect_port"] = args.collect_port
     return s.with_overrides(**over) if over else s
 
 
@@ -62,6 +65,32 @@ def cmd_worker(args: argparse.Namespace) -> int:
         redirect_stdouts=False,
     )
     worker.execute_from_commandline()
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    """The HTTP collector (SPEC §12): /tr and /{pixel_id}/events to the raw topics."""
+    import logging.config
+
+    s = _settings(args)
+    over: dict[str, Any] = {}
+    if args.host:
+        over["collect_host"] = args.host
+    if args.port:
+        over["collect_port"] = args.port
+    s = s.with_overrides(**over) if over else s
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+            pass
+    from agents.collect import run
+    from streams.logs import logging_config
+
+    logging.config.dictConfig(logging_config(s.log_level))
+    run(s)
     return 0
 
 
@@ -99,6 +128,30 @@ def metric_sum(text: str, name: str) -> float:
     return total
 
 
+DEMO_PIXEL = "1234567890"
+DEMO_TOKEN = "demo-token"
+
+
+def send_requests(base_url: str, reqs: list[Any], timeout: float = 15.0) -> list[int]:
+    """Send replay.Request objects one after the other (so the topic order is theirs);
+    the HTTP status of each (0: no answer)."""
+    statuses = []
+    for r in reqs:
+        req = urllib.request.Request(
+            base_url + r.path, data=r.body or None, headers=r.headers, method=r.method
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                resp.read()
+                statuses.append(resp.status)
+        except urllib.error.HTTPError as e:
+            e.read()
+            statuses.append(e.code)
+        except OSError:
+            statuses.append(0)
+    return statuses
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agents.kafka_io import create_topics, end_offsets, produce, read
 
@@ -133,25 +186,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
             stdout=log,
             stderr=log,
         )
+    # the collector: the demo token for the sample pixel; the demo is its own trusted
+    # proxy, so the samples' client addresses ride in X-Forwarded-For
+    collect_url = f"http://{s.collect_host}:{s.collect_port}"
+    collect_env = dict(
+        env,
+        CONVSTREAM_COLLECT_TOKENS=f"{DEMO_PIXEL}={DEMO_TOKEN}",
+        CONVSTREAM_COLLECT_TRUSTED_PROXIES="127.0.0.1,::1",
+    )
+    print(f"starting collector on {collect_url}")
+    with log_path.open("ab") as log:
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "collect", "--port", str(s.collect_port)],
+            env=collect_env,
+            stdout=log,
+            stderr=log,
+        )
     try:
         t0 = time.time()
-        while _get(f"{url}/readyz")[0] != 200:
-            if proc.poll() is not None or time.time() - t0 > 90:
-                print(f"worker did not become ready; see {log_path}", file=sys.stderr)
+        while _get(f"{url}/readyz")[0] != 200 or _get(f"{collect_url}/readyz")[0] != 200:
+            if proc.poll() is not None or collector.poll() is not None or time.time() - t0 > 90:
+                print(f"worker or collector did not become ready; see {log_path}", file=sys.stderr)
                 return 1
             time.sleep(0.3)
-        print(f"worker ready after {time.time() - t0:.1f}s; producing sample traffic")
+        print(f"worker and collector ready after {time.time() - t0:.1f}s; sending sample traffic")
 
-        async def send() -> None:
-            await produce(s, t.pixel_raw, pixel)
-            await produce(s, t.server_raw, server)
+        from streams import replay
 
-        asyncio.run(send())
-        print(
-            f"  {len(pixel)} pixel hits -> {t.pixel_raw}, "
-            f"{len(server)} CAPI bodies -> {t.server_raw}"
-        )
-        sent = len(pixel) + len(server)
+        reqs = replay.requests_for(pixel, server, now=time.time(), token=DEMO_TOKEN)
+        statuses = send_requests(collect_url, reqs)
+        for source, what in (("browser", "pixel hits (GET /tr)"), ("server", "CAPI bodies (POST)")):
+            codes = [st for r, st in zip(reqs, statuses, strict=True) if r.source == source]
+            counts = ", ".join(f"{n} x {c}" for c, n in sorted(Counter(codes).items()))
+            print(f"  {len(codes)} {what} -> {collect_url}: HTTP {counts}")
+        print("  (a 400 is the sample's line that is not JSON: refused at the door, where")
+        print("   `convstream produce` would have it dead-lettered as malformed_message)")
+        sent = sum(1 for st in statuses if 200 <= st < 300)
         t0 = time.time()
         while time.time() - t0 < 60:
             _, body = _get(f"{url}/metrics")
@@ -177,17 +247,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for line in body.decode().splitlines():
             if line.startswith("convstream_") and not line.startswith("convstream_batch_"):
                 print("  " + line)
+        _, body = _get(f"{collect_url}/metrics")
+        print(f"\n== collector metrics ({collect_url}/metrics) ==")
+        for line in body.decode().splitlines():
+            if line.startswith(
+                (
+                    "convstream_collect_requests",
+                    "convstream_collect_messages",
+                    "convstream_collect_rejected",
+                    "convstream_collect_events",
+                )
+            ):
+                print("  " + line)
         if args.keep_running:
             print(f"\nworker keeps running (pid {proc.pid}); metrics at {url}/metrics")
+            print(f"collector keeps running (pid {collector.pid}) on {collect_url}")
             return 0
     finally:
         if not args.keep_running:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            print("\nworker stopped")
+            for p in (collector, proc):
+                p.terminate()
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            print("\nworker and collector stopped")
     return 0
 
 
@@ -378,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     w.add_argument("--web-port", type=int)
     w.set_defaults(func=cmd_worker)
+    co = sub.add_parser("collect", help="HTTP collector: Meta Pixel /tr and CAPI /{pixel}/events")
+    co.add_argument("--host", help="bind address (default CONVSTREAM_COLLECT_HOST)")
+    co.add_argument("--port", type=int, help="port (default CONVSTREAM_COLLECT_PORT)")
+    co.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    co.set_defaults(func=cmd_collect)
     pr = sub.add_parser("produce", help="send a JSONL file, one message value per line, to a topic")
     pr.add_argument("--topic", required=True)
     pr.add_argument("file")
@@ -416,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--show", type=int, default=2, help="records to print per output topic")
     d.add_argument("--log", default=".cache/demo-worker.log")
     d.add_argument("--web-port", type=int)
+    d.add_argument("--collect-port", type=int, help="the collector's port (default 8080)")
     d.set_defaults(func=cmd_demo)
     return p
 

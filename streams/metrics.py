@@ -283,3 +283,55 @@ FORWARD_PIXEL_STATE: Final = Gauge(
     registry=REGISTRY,
 )
 PIXEL_STATES: Final = ("active", "throttled", "paused")
+# --- convstream collect (SPEC §12): its own registry, served on the collector's port ---
+COLLECT_REGISTRY: Final = CollectorRegistry(auto_describe=True)
+COLLECT_BUILD_INFO: Final = Info(
+    "convstream_build", "convstream version", registry=COLLECT_REGISTRY
+)
+COLLECT_BUILD_INFO.info({"version": __version__})
+COLLECT_REQUESTS: Final = Counter(
+    "convstream_collect_requests",
+    "HTTP requests answered by the collector, by endpoint and status class",
+    ["endpoint", "status"],
+    registry=COLLECT_REGISTRY,
+)
+COLLECT_REJECTED: Final = Counter(
+    "convstream_collect_rejected",
+    "Requests refused, by reason (bad_token, too_large, too_many_events, malformed, empty, "
+    "bad_data, not_found, method, kafka_unavailable, kafka_timeout, backpressure)",
+    ["endpoint", "reason"],
+    registry=COLLECT_REGISTRY,
+)
+COLLECT_MESSAGES: Final = Counter(
+    "convstream_collect_messages",
+    "Messages acknowledged by Kafka (then answered 2xx), by raw topic",
+    ["source"],
+    registry=COLLECT_REGISTRY,
+)
+COLLECT_EVENTS: Final = Counter(
+    "convstream_collect_events",
+    "CAPI events in acknowledged server messages",
+    registry=COLLECT_REGISTRY,
+)
+COLLECT_PRIVACY_SANDBOX: Final = Counter(
+    "convstream_collect_privacy_sandbox_hits",
+    "Browser second copies to /privacy_sandbox/pixel/register/trigger/ (counted, not written)",
+    registry=COLLECT_REGISTRY,
+)
+COLLECT_PENDING: Final = Gauge(
+    "convstream_collect_pending",
+    "Messages handed to the producer and not yet acknowledged",
+    registry=COLLECT_REGISTRY,
+)
+COLLECT_KAFKA_UP: Final = Gauge(
+    "convstream_collect_kafka_up",
+    "1 when the producer is connected and its last send was acknowledged",
+    registry=COLLECT_REGISTRY,
+)
+COLLECT_SECONDS: Final = Histogram(
+    "convstream_collect_request_duration_seconds",
+    "Time from request to answer (includes waiting for Kafka's ack), by endpoint",
+    ["endpoint"],
+    registry=COLLECT_REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)

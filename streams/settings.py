@@ -7,6 +7,7 @@ of ``repr`` so a settings object can be logged. ``ENV_VARS`` is the documented l
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -81,6 +82,14 @@ class Settings:
     sasl_password: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None
     forward: Forward = field(default_factory=Forward)
+    # convstream collect (SPEC §12)
+    collect_host: str = "127.0.0.1"
+    collect_port: int = 8080
+    collect_tokens: frozenset[tuple[str, str]] = field(default=frozenset(), repr=False)
+    collect_trusted_proxies: tuple[str, ...] = ()
+    collect_max_body: int = 1_048_576
+    collect_ack_timeout: float = 10.0
+    collect_max_pending: int = 20_000
 
     @property
     def broker_url(self) -> str:
@@ -141,6 +150,13 @@ ENV_VARS: dict[str, str] = {
     "CONVSTREAM_FORWARD_THROTTLE_WAIT": "forward: wait when throttled without Retry-After",
     "CONVSTREAM_FORWARD_PAUSE_PROBE": "forward: seconds between probes of a paused pixel",
     "CONVSTREAM_FORWARD_MAX_WAITING": "forward: events held before consumption pauses",
+    "CONVSTREAM_COLLECT_HOST": "collect: bind address of the HTTP collector",
+    "CONVSTREAM_COLLECT_PORT": "collect: port of the HTTP collector",
+    "CONVSTREAM_COLLECT_TOKENS": "collect: pixel_id=token,... for /{pixel_id}/events (secret)",
+    "CONVSTREAM_COLLECT_TRUSTED_PROXIES": "collect: proxy IPs/CIDRs whose X-Forwarded-For counts",
+    "CONVSTREAM_COLLECT_MAX_BODY": "collect: largest request body in bytes (413 above)",
+    "CONVSTREAM_COLLECT_ACK_TIMEOUT": "collect: seconds to wait for Kafka's ack before a 503",
+    "CONVSTREAM_COLLECT_MAX_PENDING": "collect: messages waiting for Kafka's ack before 503s",
 }
 
 
@@ -180,6 +196,35 @@ def _topic(name: str, raw: str) -> str:
     if not _TOPIC_RE.match(value) or value in (".", ".."):
         raise SettingsError(f"{name} is not a valid Kafka topic name: {raw!r}")
     return value
+
+
+def _tokens(name: str, raw: str) -> frozenset[tuple[str, str]]:
+    """``pixel_id=token,...`` (a pixel may have several tokens, e.g. during rotation).
+    Errors name the entry's position, never its token."""
+    pairs = set()
+    for i, item in enumerate((p.strip() for p in raw.split(",")), start=1):
+        if not item:
+            continue
+        pixel, sep, token = item.partition("=")
+        pixel, token = pixel.strip(), token.strip()
+        if not sep or not token or any(c.isspace() for c in token):
+            raise SettingsError(f"{name} entry {i} is not pixel_id=token")
+        if not (pixel.isascii() and pixel.isdigit() and len(pixel) <= 20):
+            raise SettingsError(f"{name} entry {i} has a pixel id that is not 1-20 digits")
+        pairs.add((pixel, token))
+    return frozenset(pairs)
+
+
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    nets = []
+    for item in (p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        try:
+            nets.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SettingsError(f"{name} holds {item!r}, not an address or CIDR") from None
+    return tuple(nets)
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -267,6 +312,20 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     fw = _forward(env, get)
     if fw is not None:
         kw["forward"] = fw
+    if (v := get("CONVSTREAM_COLLECT_HOST")) is not None:
+        kw["collect_host"] = v.strip()
+    if (v := get("CONVSTREAM_COLLECT_PORT")) is not None:
+        kw["collect_port"] = _int("CONVSTREAM_COLLECT_PORT", v, 1, 65_535)
+    if (v := get("CONVSTREAM_COLLECT_TOKENS")) is not None:
+        kw["collect_tokens"] = _tokens("CONVSTREAM_COLLECT_TOKENS", v)
+    if (v := get("CONVSTREAM_COLLECT_TRUSTED_PROXIES")) is not None:
+        kw["collect_trusted_proxies"] = _networks("CONVSTREAM_COLLECT_TRUSTED_PROXIES", v)
+    if (v := get("CONVSTREAM_COLLECT_MAX_BODY")) is not None:
+        kw["collect_max_body"] = _int("CONVSTREAM_COLLECT_MAX_BODY", v, 1024, 512 * 1024 * 1024)
+    if (v := get("CONVSTREAM_COLLECT_ACK_TIMEOUT")) is not None:
+        kw["collect_ack_timeout"] = _float("CONVSTREAM_COLLECT_ACK_TIMEOUT", v, 0.1, 600.0)
+    if (v := get("CONVSTREAM_COLLECT_MAX_PENDING")) is not None:
+        kw["collect_max_pending"] = _int("CONVSTREAM_COLLECT_MAX_PENDING", v, 1, 10_000_000)
     s = replace(d, **kw)
     if s.security_protocol.startswith("SASL") and not (s.sasl_username and s.sasl_password):
         raise SettingsError(
@@ -281,8 +340,10 @@ _VERSION_RE = re.compile(r"^v[0-9]{1,3}\.[0-9]{1,3}$")
 _PIXEL_RE = re.compile(r"^[0-9]{1,20}$")
 
 
-def _tokens(name: str, items: list[str]) -> tuple[tuple[str, str], ...]:
-    """``pixel_id=token`` items; errors name the pixel or the item number, never a token."""
+def _forward_tokens(name: str, items: list[str]) -> tuple[tuple[str, str], ...]:
+    """``pixel_id=token`` items, one token per pixel (the one forward sends with; collect's
+    ``_tokens`` accepts several per pixel); errors name the pixel or the item number,
+    never a token."""
     out: dict[str, str] = {}
     for n, item in enumerate(items, 1):
         pixel, sep, token = item.partition("=")
@@ -316,7 +377,7 @@ def _forward(env: Mapping[str, str], get: Any) -> Forward | None:
         )
     if inline is not None:
         items = [i for i in inline.split(",") if i.strip()]
-        kw["access_tokens"] = _tokens("CONVSTREAM_META_ACCESS_TOKENS", items)
+        kw["access_tokens"] = _forward_tokens("CONVSTREAM_META_ACCESS_TOKENS", items)
     if path is not None:
         try:
             text = open(path.strip(), encoding="utf-8").read()  # noqa: SIM115
@@ -325,7 +386,7 @@ def _forward(env: Mapping[str, str], get: Any) -> Forward | None:
                 f"CONVSTREAM_META_ACCESS_TOKENS_FILE: cannot read {path.strip()}: {e.strerror}"
             ) from None
         items = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        kw["access_tokens"] = _tokens("CONVSTREAM_META_ACCESS_TOKENS_FILE", items)
+        kw["access_tokens"] = _forward_tokens("CONVSTREAM_META_ACCESS_TOKENS_FILE", items)
     numbers: tuple[tuple[str, str, type, float, float], ...] = (
         ("CONVSTREAM_FORWARD_CONCURRENCY", "concurrency", int, 1, 256),
         ("CONVSTREAM_FORWARD_TIMEOUT", "timeout", float, 0.1, 600.0),
@@ -367,7 +428,16 @@ def to_env(s: Settings) -> dict[str, str]:
         "CONVSTREAM_DEDUP_SWEEP_INTERVAL": repr(s.dedup_sweep_interval),
         "CONVSTREAM_MERGE_WINDOW": str(s.merge_window),
         "KAFKA_SECURITY_PROTOCOL": s.security_protocol,
+        "CONVSTREAM_COLLECT_HOST": s.collect_host,
+        "CONVSTREAM_COLLECT_PORT": str(s.collect_port),
+        "CONVSTREAM_COLLECT_MAX_BODY": str(s.collect_max_body),
+        "CONVSTREAM_COLLECT_ACK_TIMEOUT": repr(s.collect_ack_timeout),
+        "CONVSTREAM_COLLECT_MAX_PENDING": str(s.collect_max_pending),
     }
+    if s.collect_tokens:
+        env["CONVSTREAM_COLLECT_TOKENS"] = ",".join(f"{p}={t}" for p, t in sorted(s.collect_tokens))
+    if s.collect_trusted_proxies:
+        env["CONVSTREAM_COLLECT_TRUSTED_PROXIES"] = ",".join(s.collect_trusted_proxies)
     for f in fields(Topics):
         env[f"CONVSTREAM_TOPIC_{f.name.upper()}"] = getattr(s.topics, f.name)
     if s.pixel_allowlist is not None:
