@@ -132,9 +132,15 @@ class DedupBody:
     """One batch's dedup decisions (a ``Body`` of agents/stage.py)."""
 
     def __init__(
-        self, batch: Batch, settings: Settings, clock: Clock, held_now: dict[int, int]
+        self,
+        batch: Batch,
+        settings: Settings,
+        clock: Clock,
+        held_now: dict[int, int],
+        latest: dict[int, float],
     ) -> None:
         self.batch = batch
+        self.latest = latest  # per partition: the latest received_at decided
         self.settings = settings
         self.clock = clock
         self.held_now = held_now  # held records per partition after its last batch
@@ -165,6 +171,10 @@ class DedupBody:
         stage = self.stage_for(partition)
         t: float = rec["received_at"]
         tally, emitted = self.batch.tally, self.emitted
+        if t < self.latest.get(partition, t):
+            tally["out_of_order",] += 1  # decided as it comes (README: Dedup design)
+        else:
+            self.latest[partition] = t
         if self.merge_window > 0:
             stage.release(self.clock.observe(partition, t, self.wall), tally, emitted)
         stage.run([rec], tally, emitted)
@@ -199,6 +209,7 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
     )
     clock = Clock()
     held_now: dict[int, int] = {}  # held records per partition after its last batch
+    latest: dict[int, float] = {}  # latest received_at decided per partition
 
     StatefulStage(
         app,
@@ -210,10 +221,10 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
             producer_holder, settings.topics.conversions, settings.topics.dead_letter
         ),
         sweeper=sweeper,
-        begin=lambda batch: DedupBody(batch, settings, clock, held_now),
+        begin=lambda batch: DedupBody(batch, settings, clock, held_now, latest),
         batch_records=STAGE_BATCH_RECORDS,
         batch_within=settings.batch_within,
         expired_counter="expired",
-        forget=(clock.forget, lambda p: held_now.pop(p, None)),
+        forget=(clock.forget, lambda p: held_now.pop(p, None), lambda p: latest.pop(p, None)),
     )
     return table

@@ -118,23 +118,46 @@ class Outputs:
         """``send_all``'s sends, handed to the producer in order (so per partition they
         are written in this order, before any later call's); returns what to await for
         the broker's acks."""
+        return asyncio.gather(*(fut for fut, _ in await self._start(items, partitions)))
+
+    async def send_last_offsets(
+        self, items: list[tuple[str, bytes, bytes | None]], partitions: Sequence[int]
+    ) -> dict[int, int]:
+        """Send items to the given partitions (of one topic), await the acks, and return
+        the offset of the last record written to each partition."""
+        last: dict[int, int] = {}
+        for fut, count in await self._start(items, partitions):
+            md = await fut
+            last[md.partition] = max(last.get(md.partition, -1), md.offset + count - 1)
+        return last
+
+    async def _start(
+        self,
+        items: list[tuple[str, bytes, bytes | None]],
+        partitions: Sequence[int | None] | None,
+    ) -> list[tuple[asyncio.Future[Any], int]]:
+        """The producer batches of ``items``, sent: (future of the batch's metadata,
+        record count) each."""
         producer = self.producer
-        batches: dict[tuple[str, int], Any] = {}
-        pending: list[asyncio.Future[Any]] = []
+        batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
+        pending: list[tuple[asyncio.Future[Any], int]] = []
         for i, (topic, key, value) in enumerate(items):
             part = None if partitions is None else partitions[i]
             if part is None:
                 part = partition_for(key, await self._count(topic))
-            batch = batches.get((topic, part))
-            if batch is None:
-                batch = batches[(topic, part)] = producer.create_batch()
+            entry = batches.get((topic, part))
+            if entry is None:
+                entry = batches[(topic, part)] = (producer.create_batch(), [0])
+            batch, n = entry
             if batch.append(key=key, value=value, timestamp=None) is None:
                 batch.close()
-                pending.append(await producer.send_batch(batch, topic, partition=part))
-                batch = batches[(topic, part)] = producer.create_batch()
+                pending.append((await producer.send_batch(batch, topic, partition=part), n[0]))
+                entry = batches[(topic, part)] = (producer.create_batch(), [0])
+                batch, n = entry
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError("record larger than the producer's max_batch_size")
-        for (topic, part), batch in batches.items():
+            n[0] += 1
+        for (topic, part), (batch, n) in batches.items():
             batch.close()
-            pending.append(await producer.send_batch(batch, topic, partition=part))
-        return asyncio.gather(*pending)
+            pending.append((await producer.send_batch(batch, topic, partition=part), n[0]))
+        return pending

@@ -65,7 +65,10 @@ ROCKSDB_OPTIONS: Final = {
 # makes about one group per partition, so 16 records hold a few thousand events
 STAGE_BATCH_RECORDS: Final = 16
 
-Item = tuple[str, bytes, bytes | None]  # (topic, key, value); None is a tombstone
+Item = tuple[str, bytes, bytes | None]
+# where Faust's RocksDB store keeps a partition's persisted changelog offset
+# (faust.stores.rocksdb.Store.offset_key): recovery starts reading the changelog there
+OFFSET_KEY: Final = b"__faust\0offset__"  # (topic, key, value); None is a tombstone
 
 
 def set_current_event(event: Any) -> None:
@@ -139,9 +142,12 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
         self._written = (records, partitions)
         return records, partitions
 
-    def write_local(self) -> None:
+    def write_local(self, changelog_offsets: dict[int, int] | None = None) -> None:
         """Write what ``changelog`` returned to the local store, each change in its
-        event's partition (with RocksDB: one write batch per partition).
+        event's partition (with RocksDB: one write batch per partition, which also
+        records the offset of the partition's last changelog record as the store's
+        persisted offset, as Faust's own changelog path does: a restart on the same data
+        directory then replays only what the store had not written).
 
         Called once the changelog holds them: the local database is never ahead of the
         changelog, so a worker that dies in between finds them again by recovery, and a
@@ -157,6 +163,11 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
                     wb.delete(kb)
                 else:
                     wb.put(kb, vb)
+            for part, offset in (changelog_offsets or {}).items():
+                wb = batches.get(part)
+                if wb is None:
+                    wb = batches[part] = WriteBatch(raw_mode=True)
+                wb.put(OFFSET_KEY, str(offset).encode())
             for part, wb in batches.items():
                 self._db_for(part).write(wb)
         else:
@@ -364,8 +375,8 @@ class StatefulStage:
         # be committed: else a new owner (rebalance, restart) resumes past an emitted
         # output without knowing it, and emits the next copy as well
         changelog, partitions = state.changelog()
-        await out.send_all(changelog, partitions)
-        state.write_local()
+        last = await out.send_last_offsets(changelog, partitions)
+        state.write_local(last)
         await gate.finish(progress)
         batch.tally.flush()
         metrics.BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - t0)

@@ -127,6 +127,12 @@ LATE_DUPLICATES: Final = Counter(
     "Copies of a key whose dedup window had ended: kept again",
     registry=REGISTRY,
 )
+OUT_OF_ORDER: Final = Counter(
+    "convstream_dedup_out_of_order",
+    "Events that reached the dedup stage after a later-received event of their partition "
+    "(decided as they came: SPEC §6 order holds per ingest consumer, README Dedup design)",
+    registry=REGISTRY,
+)
 EXPIRED: Final = Counter(
     "convstream_dedup_expired_keys",
     "Dedup state keys deleted because their window ended",

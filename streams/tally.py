@@ -27,6 +27,7 @@ _METRICS: Final = {
     "merges": metrics.MERGES,
     "replays": metrics.REPLAYS,
     "late_duplicates": metrics.LATE_DUPLICATES,
+    "out_of_order": metrics.OUT_OF_ORDER,
     "expired": metrics.EXPIRED,
     "candidates": metrics.CANDIDATES,
     "candidates_out_of_window": metrics.CANDIDATES_OUT_OF_WINDOW,

@@ -95,12 +95,13 @@ def test_backlogs_read_at_different_paces_give_what_process_gives(
     idless = [r for r in want.values() if r.get("event_id") is None]
     assert len(want) > 1000 and len(idless) > 200
     produce_backlogs(kafka, s, pv, sv)
-    start_worker(s)
+    w = start_worker(s)
     records = read_all(kafka, s)
     got = by_id(records)
     assert len(records) == len(got)  # no crash, no repeat
     assert sorted(got) == sorted(want)
     assert {k: v for k, v in got.items() if v != want[k]} == {}
+    assert w.metric("convstream_dedup_out_of_order_total") == 0
 
 
 def test_after_sigkill_and_an_empty_data_dir_the_same_conversions(
