@@ -161,7 +161,7 @@ class AttributeBody:
     def tick(self, partition: int, wall: float) -> None:
         pass  # nothing waits on time here
 
-    def event(self, partition: int, msg: dict[str, Any]) -> float:
+    def event(self, partition: int, msg: dict[str, Any], offset: int, index: int) -> float:
         cand = self.attributor.handle(msg, self.batch.tally)
         if cand is not None:
             self.batch.emit(self.topic, cand["conversion_id"].encode(), orjson.dumps(cand))

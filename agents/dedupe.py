@@ -36,6 +36,7 @@ from agents.stage import (
 )
 from streams import metrics
 from streams.dedupe import Deduper, DedupStage, partition_key
+from streams.reorder import Reorder
 from streams.settings import Settings
 
 HELD: Final = "h|"
@@ -128,8 +129,42 @@ class Clock:
 STATE_PREFIXES: Final = frozenset({b"e|", b"f|", b"x|", b"b|"})  # streams/dedupe.py keys
 
 
+class Ordering:
+    """Per-partition reorder buffers of the dedup stage (streams/reorder.py) and how its
+    partitions resume after a restart (``Resume`` of agents/progress.py): the input
+    progress stores where the oldest buffered event's record is, and which events were
+    decided, so the buffer itself is never written to the table."""
+
+    def __init__(self, lateness: float) -> None:
+        self.lateness = lateness
+        self.buffers: dict[int, Reorder] = {}
+        self.clock = Clock()  # per partition: stream time for releasing buffered events
+
+    def buffer(self, partition: int) -> Reorder:
+        buf = self.buffers.get(partition)
+        if buf is None:
+            buf = self.buffers[partition] = Reorder(self.lateness)
+        return buf
+
+    def start(self, partition: int, stored: dict[str, Any]) -> int:
+        if partition in self.buffers or "from" not in stored:
+            return int(stored["next"])
+        # a partition read again from its oldest buffered record (a restart, a move)
+        self.buffers[partition] = Reorder.resumed(self.lateness, stored)
+        return int(stored["from"])
+
+    def extra(self, partition: int) -> dict[str, Any]:
+        buf = self.buffers.get(partition)
+        return {} if buf is None else buf.progress()
+
+    def forget(self, partition: int) -> None:
+        self.buffers.pop(partition, None)
+        self.clock.forget(partition)
+
+
 class DedupBody:
-    """One batch's dedup decisions (a ``Body`` of agents/stage.py)."""
+    """One batch's dedup decisions (a ``Body`` of agents/stage.py): events go through
+    the partition's reorder buffer and are decided in received_at order."""
 
     def __init__(
         self,
@@ -137,10 +172,10 @@ class DedupBody:
         settings: Settings,
         clock: Clock,
         held_now: dict[int, int],
-        latest: dict[int, float],
+        ordering: Ordering,
     ) -> None:
         self.batch = batch
-        self.latest = latest  # per partition: the latest received_at decided
+        self.ordering = ordering
         self.settings = settings
         self.clock = clock
         self.held_now = held_now  # held records per partition after its last batch
@@ -162,23 +197,35 @@ class DedupBody:
         return stage
 
     def tick(self, partition: int, wall: float) -> None:
+        buf = self.ordering.buffer(partition)
+        if len(buf):
+            for rec in buf.release(self.ordering.clock.tick(partition, {}, wall)):
+                self._decide(partition, rec)
         if self.merge_window > 0:
             stage = self.stage_for(partition)
             now = self.clock.tick(partition, stage.deduper.held, wall)
             stage.release(now, self.batch.tally, self.emitted)
 
-    def event(self, partition: int, rec: dict[str, Any]) -> float:
-        stage = self.stage_for(partition)
+    def event(self, partition: int, rec: dict[str, Any], offset: int, index: int) -> float:
         t: float = rec["received_at"]
-        tally, emitted = self.batch.tally, self.emitted
-        if t < self.latest.get(partition, t):
-            tally["out_of_order",] += 1  # decided as it comes (README: Dedup design)
-        else:
-            self.latest[partition] = t
-        if self.merge_window > 0:
-            stage.release(self.clock.observe(partition, t, self.wall), tally, emitted)
-        stage.run([rec], tally, emitted)
+        buf = self.ordering.buffer(partition)
+        verdict = buf.push(rec, offset, index)
+        if verdict == "late":  # after events it precedes were decided: decide it now
+            self.batch.tally["out_of_order",] += 1
+            self._decide(partition, rec)
+        elif verdict == "buffered":
+            now = self.ordering.clock.observe(partition, t, self.wall)
+            for r in buf.release(now):
+                self._decide(partition, r)
         return t
+
+    def _decide(self, partition: int, rec: dict[str, Any]) -> None:
+        stage = self.stage_for(partition)
+        tally, emitted = self.batch.tally, self.emitted
+        if self.merge_window > 0:
+            now = self.clock.observe(partition, rec["received_at"], self.wall)
+            stage.release(now, tally, emitted)
+        stage.run([rec], tally, emitted)
 
     def end(self) -> None:
         topic, emit = self.settings.topics.conversions, self.batch.emit
@@ -187,6 +234,7 @@ class DedupBody:
         if self.merge_window > 0:
             self.held_now.update((p, len(st.deduper.held)) for p, st in self.stages.items())
             metrics.HELD.set(sum(self.held_now.values()))
+        metrics.DEDUP_BUFFERED.set(sum(len(b) for b in self.ordering.buffers.values()))
 
 
 def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) -> Any:
@@ -209,7 +257,7 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
     )
     clock = Clock()
     held_now: dict[int, int] = {}  # held records per partition after its last batch
-    latest: dict[int, float] = {}  # latest received_at decided per partition
+    ordering = Ordering(settings.dedup_lateness)
 
     StatefulStage(
         app,
@@ -221,10 +269,11 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
             producer_holder, settings.topics.conversions, settings.topics.dead_letter
         ),
         sweeper=sweeper,
-        begin=lambda batch: DedupBody(batch, settings, clock, held_now, latest),
+        begin=lambda batch: DedupBody(batch, settings, clock, held_now, ordering),
         batch_records=STAGE_BATCH_RECORDS,
         batch_within=settings.batch_within,
         expired_counter="expired",
-        forget=(clock.forget, lambda p: held_now.pop(p, None), lambda p: latest.pop(p, None)),
+        forget=(clock.forget, lambda p: held_now.pop(p, None), ordering.forget),
+        resume=ordering,
     )
     return table

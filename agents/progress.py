@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from streams import metrics
 from streams.progress import Progress
@@ -28,9 +28,24 @@ def progress_key(partition: int) -> str:
     return f"{PROGRESS}{partition}"
 
 
+class Resume(Protocol):
+    """How a stage that buffers events across batches resumes its partitions."""
+
+    def start(self, partition: int, stored: dict[str, Any]) -> int:
+        """The offset to read ``partition`` from, given its stored progress."""
+        ...
+
+    def extra(self, partition: int) -> dict[str, Any]:
+        """What to store with the partition's progress."""
+        ...
+
+
 class InputGate:
-    def __init__(self, app: Any, stage: str, *, every: float = SEEK_INTERVAL) -> None:
+    def __init__(
+        self, app: Any, stage: str, *, every: float = SEEK_INTERVAL, resume: Resume | None = None
+    ) -> None:
         self.app = app
+        self.resume = resume
         self.stage = stage
         self.every = every
         self.last_look: dict[int, float] = {}
@@ -64,6 +79,8 @@ class InputGate:
             stored = state.get(progress_key(part))
             if stored is None:
                 progress.expected[part] = await self._start(event.message.tp)
+            elif self.resume is not None:
+                progress.expected[part] = self.resume.start(part, stored)
             else:
                 progress.expected[part] = int(stored["next"])
             if part in self.floor:  # counted as lost when found (finish)
@@ -91,7 +108,8 @@ class InputGate:
             key = progress_key(part)
             state.pending.pop(key, None)  # re-inserted: last in the changelog
             state.event = progress.events[part]
-            state[key] = {"next": progress.expected[part]}
+            extra = self.resume.extra(part) if self.resume is not None else {}
+            state[key] = {"next": progress.expected[part], **extra}
 
     async def finish(self, progress: Progress) -> None:
         """Seek partitions that were ahead back to their progress; count skipped events."""

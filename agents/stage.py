@@ -44,7 +44,7 @@ from rocksdict import WriteBatch
 
 from agents.failfast import die
 from agents.outputs import Outputs
-from agents.progress import InputGate
+from agents.progress import InputGate, Resume
 from streams import groups, metrics
 from streams.tally import Tally
 
@@ -262,8 +262,9 @@ class Body(Protocol):
     def tick(self, partition: int, wall: float) -> None:
         """A tick of ``partition`` (no data: time moves)."""
 
-    def event(self, partition: int, rec: dict[str, Any]) -> float:
-        """Decide one event; return its time for expiry (the sweeper's stream time)."""
+    def event(self, partition: int, rec: dict[str, Any], offset: int, index: int) -> float:
+        """Decide one event (``index``-th of the record at ``offset``); return its time
+        for expiry (the sweeper's stream time)."""
         ...
 
     def end(self) -> None:
@@ -290,7 +291,9 @@ class StatefulStage:
     groups and ticks) with ``table``, deciding through the bodies ``begin`` makes.
 
     ``begin(batch)`` is called once per batch with a fresh ``Batch``; ``forget`` are
-    extra per-partition bookkeeping cleaners called when a rebalance takes a partition.
+    extra per-partition bookkeeping cleaners called when a rebalance takes a partition;
+    ``resume`` lets a stage that buffers events across batches store where to read again
+    from after a restart (agents/progress.py).
     """
 
     def __init__(
@@ -309,6 +312,7 @@ class StatefulStage:
         expired_counter: str,
         forget: tuple[Callable[[int], Any], ...] = (),
         ready: Callable[[], Awaitable[Any]] | None = None,
+        resume: Resume | None = None,
     ) -> None:
         self.app = app
         self.name = name
@@ -320,7 +324,7 @@ class StatefulStage:
         self.batch_within = batch_within
         self.expired_counter = expired_counter
         self.ready = ready
-        self.gate = InputGate(app, name)
+        self.gate = InputGate(app, name, resume=resume)
         topic_name = topic.get_topic_name()
         self.topic_name = topic_name
         send_ticks(app, f"convstream.{name}.tick", topic_name, partitions, outputs)
@@ -362,8 +366,9 @@ class StatefulStage:
                 body.tick(part, wall)
                 continue
             # only convstream writes this topic: a record that does not decode is a bug
-            for rec in groups.decode(value):
-                sweeper.observe(part, body.event(part, rec))
+            offset = record.message.offset
+            for index, rec in enumerate(groups.decode(value)):
+                sweeper.observe(part, body.event(part, rec, offset, index))
                 decided += 1
         expired = sweeper.sweep(state, last, time.time())
         if expired:

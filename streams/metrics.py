@@ -133,6 +133,11 @@ OUT_OF_ORDER: Final = Counter(
     "(decided as they came: SPEC §6 order holds per ingest consumer, README Dedup design)",
     registry=REGISTRY,
 )
+DEDUP_BUFFERED: Final = Gauge(
+    "convstream_dedup_buffered",
+    "Events waiting in the dedup stage's reorder buffers (CONVSTREAM_DEDUP_LATENESS)",
+    registry=REGISTRY,
+)
 EXPIRED: Final = Counter(
     "convstream_dedup_expired_keys",
     "Dedup state keys deleted because their window ended",

@@ -74,6 +74,7 @@ class Settings:
     dedup_window: int = 172_800
     dedup_sweep_interval: float = 60.0
     merge_window: int = 0
+    dedup_lateness: float = 0.0  # seconds a dedup partition waits for earlier copies
     pixel_allowlist: frozenset[str] | None = None
     default_phone_country: str | None = None
     security_protocol: str = "PLAINTEXT"
@@ -129,6 +130,7 @@ ENV_VARS: dict[str, str] = {
     "CONVSTREAM_DEDUP_WINDOW": "dedup window in seconds (SPEC: 172800)",
     "CONVSTREAM_DEDUP_SWEEP_INTERVAL": "seconds between expiry sweeps of a partition's state",
     "CONVSTREAM_MERGE_WINDOW": "seconds a first copy is held for merging (0: emit at once)",
+    "CONVSTREAM_DEDUP_LATENESS": "seconds dedup waits for copies received earlier (0: none)",
     "CONVSTREAM_PIXEL_ALLOWLIST": "comma-separated pixel ids; others are dead-lettered",
     "CONVSTREAM_DEFAULT_PHONE_COUNTRY": "ISO country whose calling code prefixes bare phones",
     "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
@@ -285,6 +287,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         kw["dedup_sweep_interval"] = _float("CONVSTREAM_DEDUP_SWEEP_INTERVAL", v, 0.0, 86_400.0)
     if (v := get("CONVSTREAM_MERGE_WINDOW")) is not None:
         kw["merge_window"] = _int("CONVSTREAM_MERGE_WINDOW", v, 0, 86_400)
+    if (v := get("CONVSTREAM_DEDUP_LATENESS")) is not None:
+        kw["dedup_lateness"] = _float("CONVSTREAM_DEDUP_LATENESS", v, 0.0, 3600.0)
     if (v := get("CONVSTREAM_PIXEL_ALLOWLIST")) is not None:
         ids = frozenset(p.strip() for p in v.split(",") if p.strip())
         bad = sorted(p for p in ids if not (p.isascii() and p.isdigit() and len(p) <= 20))
@@ -427,6 +431,7 @@ def to_env(s: Settings) -> dict[str, str]:
         "CONVSTREAM_DEDUP_WINDOW": str(s.dedup_window),
         "CONVSTREAM_DEDUP_SWEEP_INTERVAL": repr(s.dedup_sweep_interval),
         "CONVSTREAM_MERGE_WINDOW": str(s.merge_window),
+        "CONVSTREAM_DEDUP_LATENESS": repr(s.dedup_lateness),
         "KAFKA_SECURITY_PROTOCOL": s.security_protocol,
         "CONVSTREAM_COLLECT_HOST": s.collect_host,
         "CONVSTREAM_COLLECT_PORT": str(s.collect_port),
