@@ -12,7 +12,8 @@ worker's sweeper deletes a key whose ``"t"`` is older than stream time minus 48 
   ``x|<pixel>|<event>|<hashed external_id>``: the kept browser events registered under
   that key, for the fallback rule: ``{"t": newest, "l": [[received_at, cid], ...]}`` in
   received_at order (ties: by cid), at most ``MAX_REGISTERED`` entries (the oldest go
-  first), entries older than the window dropped whenever the value is rewritten.
+  first), entries older than the window dropped whenever the value is rewritten; an
+  entry known to be absorbed carries the ``by`` of ``b|`` as a third item (a cache).
 - ``b|<cid>``: one-to-one bookkeeping of the kept browser events with that conversion_id
   (whichever fallback key matches them): ``{"t": newest, "l": [[received_at, by], ...]}``
   where ``by`` is null (free) or ``[server cid, server received_at]`` (the server copy it
@@ -49,7 +50,7 @@ from streams.metrics import event_label
 WINDOW: Final = 172_800
 # browser events remembered per fbp / external_id key (and per conversion_id) within the
 # window: a bound for keys shared by very many events (a bot, a constant placeholder fbp)
-MAX_REGISTERED: Final = 64
+MAX_REGISTERED: Final = 32
 Method = Literal["event_id", "fbp", "external_id"]
 State = MutableMapping[str, dict[str, Any]]
 
@@ -109,34 +110,40 @@ def _book_key(ns: str, cid: str) -> str:
 
 
 def _registered(value: dict[str, Any] | None) -> list[list[Any]]:
-    """The ``[received_at, cid]`` entries of an ``f|`` / ``x|`` value (a copy)."""
+    """The ``[received_at, cid(, by)]`` entries of an ``f|`` / ``x|`` value (a new list:
+    entries are replaced, never changed in place)."""
     if value is None:
         return []
     if "l" in value:
-        return [list(e) for e in value["l"]]
+        return list(value["l"])
     return [[value["t"], value["cid"]]]  # pre-upgrade: the latest browser event only
 
 
 def _book(value: dict[str, Any] | None) -> list[list[Any]]:
-    """The ``[received_at, by]`` entries of a ``b|`` value (a copy)."""
+    """The ``[received_at, by]`` entries of a ``b|`` value (a new list, as above)."""
     if value is None:
         return []
     if "l" in value:
-        return [list(e) for e in value["l"]]
+        return list(value["l"])
     return [[value["t"], [] if value.get("absorbed") else None]]  # pre-upgrade
 
 
-def _insert(entries: list[list[Any]], entry: list[Any], t: float, window: int) -> dict[str, Any]:
-    """``entries`` without those older than the window, plus ``entry`` in received_at
-    order, bounded by MAX_REGISTERED (the oldest go): the value to write."""
-    newest = max([t] + [e[0] for e in entries])
-    kept = [e for e in entries if newest - e[0] <= window]
-    i = len(kept)
-    while i > 0 and (kept[i - 1][0], str(kept[i - 1][1])) > (entry[0], str(entry[1])):
+def _insert(entries: list[list[Any]], entry: list[Any], window: int) -> dict[str, Any]:
+    """``entries`` (in received_at order) without those older than the window, plus
+    ``entry`` in its place, bounded by MAX_REGISTERED (the oldest go): the new value."""
+    t = entry[0]
+    newest = max(t, entries[-1][0]) if entries else t
+    cut = 0
+    while cut < len(entries) and newest - entries[cut][0] > window:
+        cut += 1
+    del entries[:cut]
+    i = len(entries)
+    order = (t, str(entry[1]))
+    while i > 0 and (entries[i - 1][0], str(entries[i - 1][1])) > order:
         i -= 1
-    kept.insert(i, entry)
-    del kept[:-MAX_REGISTERED]
-    return {"t": newest, "l": kept}
+    entries.insert(i, entry)
+    del entries[:-MAX_REGISTERED]
+    return {"t": newest, "l": entries}
 
 
 def partition_key(rec: dict[str, Any]) -> bytes:
@@ -218,10 +225,10 @@ class Deduper:
                 if ekey is None and any(e[0] == t for e in book):
                     # an id-less browser copy read again: registered already
                     return Decision("replay", None, kept_cid=cid)
-                self.state[bkey] = _insert(book, [t, None], t, self.window)
+                self.state[bkey] = _insert(book, [t, None], self.window)
                 for _, fkey in keys:
                     reg = _registered(self.state.get(fkey))
-                    self.state[fkey] = _insert(reg, [t, cid], t, self.window)
+                    self.state[fkey] = _insert(reg, [t, cid], self.window)
         if ekey is not None:
             self.state[ekey] = {"t": t, "cid": cid, "src": source}
         rec["dedup"] = {"method": "event_id" if ekey else None, "duplicates": 0}
@@ -242,9 +249,9 @@ class Deduper:
         if value is None:  # no fallback key: nothing can match it anyway
             return
         book = _book(value)
-        for e in book:
+        for j, e in enumerate(book):
             if e[0] == bt and e[1] is None:
-                e[1] = by
+                book[j] = [bt, by]
                 self.state[bkey] = {"t": value["t"], "l": book}
                 return
 
@@ -252,35 +259,58 @@ class Deduper:
         """An id-less server copy: absorbed by the earliest free browser event received
         within the window before it (by received_at, then cid; fbp before external_id
         on a tie) that matches one of its fallback keys; a replay when a browser event
-        already records this very copy as absorbed."""
+        already records this very copy as absorbed.
+
+        ``b|`` is the truth; an ``f|`` / ``x|`` entry caches its ``by`` once known (set
+        when absorbed through that key, or learnt from ``b|`` during a scan and written
+        back), so a scan reads ``b|`` only for entries that look free."""
         books: dict[str, list[list[Any]]] = {}
-        best: tuple[float, str, Method] | None = None
+        regs: list[tuple[str, dict[str, Any], list[list[Any]], bool]] = []
+        best: tuple[float, str, Method, int, int] | None = None  # t, cid, rule, reg, entry
         for rule, fkey in fallback_keys(rec):
-            for bt, bcid in _registered(self.state.get(fkey)):
+            value = self.state.get(fkey)
+            if value is None:
+                continue
+            entries, stale = _registered(value), False
+            for i, e in enumerate(entries):
+                bt, bcid = e[0], e[1]
                 if bt > t:
                     break
                 if t - bt > self.window:
                     continue
-                book = books.get(bcid)
-                if book is None:
-                    book = books[bcid] = _book(self.state.get(_book_key(ns, bcid)))
-                by: Any = next((e[1] for e in book if e[0] == bt), [])
+                by = e[2] if len(e) > 2 else None
+                if by is None:
+                    book = books.get(bcid)
+                    if book is None:
+                        book = books[bcid] = _book(self.state.get(_book_key(ns, bcid)))
+                    by = next((b[1] for b in book if b[0] == bt), [])
+                    if by is not None:  # absorbed through another key or by its twin
+                        entries[i] = [bt, bcid, by]
+                        stale = True
                 if by == [cid, t]:
                     return Decision("replay", rule, kept_cid=bcid, kept_at=bt)
                 if by is None:
                     if best is None or (bt, bcid) < best[:2]:
-                        best = (bt, bcid, rule)
+                        best = (bt, bcid, rule, len(regs), i)
                     break  # the first free entry of this key: later ones cannot win
+            regs.append((fkey, value, entries, stale))
+        if best is not None:
+            bt, bcid, rule, r, i = best
+            book = books[bcid]
+            for j, b in enumerate(book):
+                if b[0] == bt and b[1] is None:
+                    book[j] = [bt, [cid, t]]
+                    break
+            self.state[_book_key(ns, bcid)] = {"t": max(b[0] for b in book), "l": book}
+            fkey, value, entries, _ = regs[r]
+            entries[i] = [bt, bcid, [cid, t]]
+            regs[r] = (fkey, value, entries, True)
+        for fkey, value, entries, stale in regs:
+            if stale:
+                self.state[fkey] = {"t": value["t"], "l": entries}
         if best is None:
             return None
-        bt, bcid, rule = best
-        book = books[bcid]
-        for e in book:
-            if e[0] == bt and e[1] is None:
-                e[1] = [cid, t]
-                break
-        self.state[_book_key(ns, bcid)] = {"t": max(e[0] for e in book), "l": book}
-        return self._duplicate(rec, rule, bcid, bt, ns)
+        return self._duplicate(rec, best[2], best[1], best[0], ns)
 
     def _duplicate(
         self, rec: dict[str, Any], method: Method, kept_cid: str, kept_at: float, ns: str
