@@ -207,8 +207,7 @@ class Deduper:
             kept = self.state.get(ekey)
             if kept is not None and kept["cid"] == cid and kept["t"] == t and kept["src"] == source:
                 return Decision("replay", "event_id", kept_cid=cid)
-            if _fresh(kept, t, self.window):
-                assert kept is not None
+            if kept is not None and _fresh(kept, t, self.window):
                 if source == "server" and kept["src"] == "browser":
                     self._twin(ns, kept["cid"], kept["t"], [cid, t])
                 return self._duplicate(rec, "event_id", kept["cid"], kept["t"], ns)
