@@ -2,17 +2,37 @@
 
 All state for one ``(pixel_id, event_name)`` lives on one partition (the stream is
 repartitioned by that pair), so both rules and the merge window see one consistent
-state. Keys in the state mapping (values are small JSON-able dicts):
+state. The state is a flat mapping the caller need not be able to iterate; values are
+small JSON-able dicts, each with ``"t"``: the newest received_at it depends on (the
+worker's sweeper deletes a key whose ``"t"`` is older than stream time minus 48 h).
 
 - ``e|<pixel>|<event>|<event_id>``: the kept copy of an event-id key:
   ``{"t": received_at, "cid": conversion_id, "src": source}``.
-- ``f|<pixel>|<event>|<fbp>`` and ``x|<pixel>|<event>|<hashed external_id>``: a kept
-  browser event, for the fallback rule: ``{"t": received_at, "cid": its conversion_id}``.
-- ``b|<cid>``: ``{"t": received_at, "absorbed": bool}``: one-to-one bookkeeping of a kept
-  browser event (absorbs at most one server copy, whichever fallback key matched).
+- ``f|<pixel>|<event>|<fbp>`` (fbp cut to its first four dot-separated parts) and
+  ``x|<pixel>|<event>|<hashed external_id>``: the kept browser events registered under
+  that key, for the fallback rule: ``{"t": newest, "l": [[received_at, cid], ...]}`` in
+  received_at order (ties: by cid), at most ``MAX_REGISTERED`` entries (the oldest go
+  first), entries older than the window dropped whenever the value is rewritten; an
+  entry known to be absorbed carries the ``by`` of ``b|`` as a third item (a cache).
+- ``b|<cid>``: one-to-one bookkeeping of the kept browser events with that conversion_id
+  (whichever fallback key matches them): ``{"t": newest, "l": [[received_at, by], ...]}``
+  where ``by`` is null (free) or ``[server cid, server received_at]`` (the server copy it
+  absorbed, by the fallback or as its event-id twin; ``[]`` for a pre-upgrade entry).
 - ``h|<cid>``: a held conversion (merge window > 0): ``{"due": t, "rec": record,
   "seen": [[received_at, source], ...]}`` (the copies merged into it, so a copy read
   again after a crash is a replay, not a second merge).
+
+Test events (``test_event_code`` set, not empty) live in a namespace of their own, so
+they dedupe only against events with the same code: their pixel segment is
+``<pixel>#<len(code)>:<code>`` (``e|``, ``f|``, ``x|``), their ``b|`` and held keys
+start with ``#<len(code)>:<code>|``. Live keys are unchanged (a pixel id is digits and a
+conversion_id hex, so a namespaced key never equals a live one). Pre-upgrade values of
+``f|`` (``{"t", "cid"}``) and ``b|`` (``{"t", "absorbed"}``) are read as one-entry lists.
+
+Order: decisions assume copies come in received_at order (ties: browser copies first),
+as ``convstream process`` feeds them and the worker's reorder buffer does within its
+lateness bound; then they are exactly SPEC §6. A copy that comes later than that is
+decided as well as it can be, never lost: see ``Deduper.decide``.
 
 Time is the data's: ``received_at`` decides windows; ``expire`` and ``due`` take the
 caller's notion of now (stream time offline, stream time or the clock in the worker).
@@ -28,6 +48,9 @@ from typing import Any, Final, Literal
 from streams.metrics import event_label
 
 WINDOW: Final = 172_800
+# browser events remembered per fbp / external_id key (and per conversion_id) within the
+# window: a bound for keys shared by very many events (a bot, a constant placeholder fbp)
+MAX_REGISTERED: Final = 32
 Method = Literal["event_id", "fbp", "external_id"]
 State = MutableMapping[str, dict[str, Any]]
 
@@ -39,6 +62,7 @@ class Decision:
     action: Literal["emit", "hold", "duplicate", "replay"]
     method: Method | None = None  # the rule that matched (duplicate) or keys it (kept)
     kept_cid: str | None = None  # for a duplicate: the conversion it is a copy of
+    kept_at: float | None = None  # for a duplicate: the received_at of that kept copy
     late: bool = False  # kept, but a copy of an expired key arrived (after the window)
     merged: bool = False  # a duplicate merged into a held conversion
     emit: list[dict[str, Any]] = field(default_factory=list)  # records to write now
@@ -48,22 +72,78 @@ def _ids(rec: dict[str, Any]) -> tuple[str, str]:
     return rec["pixel_id"], rec["event_name"]
 
 
-def event_id_key(rec: dict[str, Any]) -> str | None:
+def namespace(rec: dict[str, Any]) -> str:
+    """``""`` for a live event, ``#<len>:<test_event_code>`` for a test event."""
+    code = rec.get("test_event_code")
+    return f"#{len(code)}:{code}" if isinstance(code, str) and code else ""
+
+
+def _scope(rec: dict[str, Any]) -> str:
     pixel, name = _ids(rec)
+    return f"{pixel}{namespace(rec)}|{name}"
+
+
+def event_id_key(rec: dict[str, Any]) -> str | None:
     eid = rec.get("event_id")
-    return f"e|{pixel}|{name}|{eid}" if eid else None
+    return f"e|{_scope(rec)}|{eid}" if eid else None
+
+
+def first_four(value: str) -> str:
+    """fbp / fbc compared on ``fb.<n>.<ms>.<id>``: an appendix (fifth part) is cut."""
+    return value if value.count(".") < 4 else ".".join(value.split(".", 4)[:4])
 
 
 def fallback_keys(rec: dict[str, Any]) -> list[tuple[Method, str]]:
     """The fallback keys of a record: fbp first, then each hashed external_id."""
-    pixel, name = _ids(rec)
+    scope = _scope(rec)
     ud = rec.get("user_data") or {}
     keys: list[tuple[Method, str]] = []
     fbp = ud.get("fbp")
-    if fbp:
-        keys.append(("fbp", f"f|{pixel}|{name}|{fbp}"))
-    keys.extend(("external_id", f"x|{pixel}|{name}|{x}") for x in ud.get("external_id") or ())
+    if fbp and isinstance(fbp, str):
+        keys.append(("fbp", f"f|{scope}|{first_four(fbp)}"))
+    keys.extend(("external_id", f"x|{scope}|{x}") for x in ud.get("external_id") or ())
     return keys
+
+
+def _book_key(ns: str, cid: str) -> str:
+    return f"b|{ns}|{cid}" if ns else f"b|{cid}"
+
+
+def _registered(value: dict[str, Any] | None) -> list[list[Any]]:
+    """The ``[received_at, cid(, by)]`` entries of an ``f|`` / ``x|`` value (a new list:
+    entries are replaced, never changed in place)."""
+    if value is None:
+        return []
+    if "l" in value:
+        return list(value["l"])
+    return [[value["t"], value["cid"]]]  # pre-upgrade: the latest browser event only
+
+
+def _book(value: dict[str, Any] | None) -> list[list[Any]]:
+    """The ``[received_at, by]`` entries of a ``b|`` value (a new list, as above)."""
+    if value is None:
+        return []
+    if "l" in value:
+        return list(value["l"])
+    return [[value["t"], [] if value.get("absorbed") else None]]  # pre-upgrade
+
+
+def _insert(entries: list[list[Any]], entry: list[Any], window: int) -> dict[str, Any]:
+    """``entries`` (in received_at order) without those older than the window, plus
+    ``entry`` in its place, bounded by MAX_REGISTERED (the oldest go): the new value."""
+    t = entry[0]
+    newest = max(t, entries[-1][0]) if entries else t
+    cut = 0
+    while cut < len(entries) and newest - entries[cut][0] > window:
+        cut += 1
+    del entries[:cut]
+    i = len(entries)
+    order = (t, str(entry[1]))
+    while i > 0 and (entries[i - 1][0], str(entries[i - 1][1])) > order:
+        i -= 1
+    entries.insert(i, entry)
+    del entries[:-MAX_REGISTERED]
+    return {"t": newest, "l": entries}
 
 
 def partition_key(rec: dict[str, Any]) -> bytes:
@@ -73,10 +153,9 @@ def partition_key(rec: dict[str, Any]) -> bytes:
 
 
 def _fresh(entry: dict[str, Any] | None, t: float, window: int) -> bool:
-    """Within the window of the kept copy, on either side: copies reach the dedup stage in
-    arrival order, which is not received_at order (the two raw topics are read
-    independently), and a copy that arrives after the kept one is a duplicate even when
-    its received_at is a little earlier."""
+    """Within the window of the kept copy, on either side: in received_at order a later
+    copy is never earlier; one that still comes out of order (later than the reorder
+    bound) and is within the window of the kept copy is a duplicate of it."""
     return entry is not None and abs(t - entry["t"]) <= window
 
 
@@ -109,59 +188,149 @@ class Deduper:
         heapq.heapify(self._due)
 
     def decide(self, rec: dict[str, Any], source: str) -> Decision:
+        """Decide one copy. Exactly SPEC §6 when copies come in received_at order (ties:
+        browser copies first). A copy that comes out of that order is never lost and
+        never raises: by the event_id rule it is a duplicate when within the window of
+        the kept copy on either side (else kept, ``late``); by the fallback rule an
+        id-less server copy only looks at browser events received no later than itself
+        that are still free when it comes, so it can be kept where ``process`` would
+        have absorbed it (a server copy received after it, decided before it, may have
+        taken its browser event), and a browser copy that comes after later-received
+        server copies were decided is registered for the server copies still to come
+        (decided copies are not revisited: they were emitted)."""
         t = rec["received_at"]
         cid = rec["conversion_id"]
+        ns = namespace(rec)
         ekey = event_id_key(rec)
         late = False
         if ekey is not None:
             kept = self.state.get(ekey)
             if kept is not None and kept["cid"] == cid and kept["t"] == t and kept["src"] == source:
                 return Decision("replay", "event_id", kept_cid=cid)
-            if _fresh(kept, t, self.window):
-                return self._duplicate(rec, "event_id", cid)
+            if kept is not None and _fresh(kept, t, self.window):
+                if source == "server" and kept["src"] == "browser":
+                    self._twin(ns, kept["cid"], kept["t"], [cid, t])
+                return self._duplicate(rec, "event_id", kept["cid"], kept["t"], ns)
             late = kept is not None
-            self.state[ekey] = {"t": t, "cid": cid, "src": source}
         elif source == "server":
-            for rule, fkey in fallback_keys(rec):
-                reg = self.state.get(fkey)
-                if reg is None or not _fresh(reg, t, self.window):
-                    continue
-                book = self.state.get(f"b|{reg['cid']}")  # type: ignore[index]
-                if book is None or book["absorbed"]:
-                    continue
-                self.state[f"b|{reg['cid']}"] = {"t": book["t"], "absorbed": True}  # type: ignore[index]
-                return self._duplicate(rec, rule, reg["cid"])  # type: ignore[index]
+            found = self._absorber(rec, ns, cid, t)
+            if found is not None:
+                return found
         if source == "browser":
             keys = fallback_keys(rec)
-            for _, fkey in keys:
-                self.state[fkey] = {"t": t, "cid": cid}
             if keys:
-                self.state[f"b|{cid}"] = {"t": t, "absorbed": False}
+                bkey = _book_key(ns, cid)
+                book = _book(self.state.get(bkey))
+                if ekey is None and any(e[0] == t for e in book):
+                    # an id-less browser copy read again: registered already
+                    return Decision("replay", None, kept_cid=cid)
+                self.state[bkey] = _insert(book, [t, None], self.window)
+                for _, fkey in keys:
+                    reg = _registered(self.state.get(fkey))
+                    self.state[fkey] = _insert(reg, [t, cid], self.window)
+        if ekey is not None:
+            self.state[ekey] = {"t": t, "cid": cid, "src": source}
         rec["dedup"] = {"method": "event_id" if ekey else None, "duplicates": 0}
         method: Method | None = "event_id" if ekey else None
         if self.merge_window > 0:
             due = t + self.merge_window
-            self.held[cid] = {"due": due, "rec": rec}
-            heapq.heappush(self._due, (due, cid))
+            hkey = f"{ns}|{cid}" if ns else cid
+            self.held[hkey] = {"due": due, "rec": rec}
+            heapq.heappush(self._due, (due, hkey))
             return Decision("hold", method, late=late)
         return Decision("emit", method, late=late, emit=[rec])
 
-    def _duplicate(self, rec: dict[str, Any], method: Method, kept_cid: str) -> Decision:
-        held = self.held.get(kept_cid)
+    def _twin(self, ns: str, bcid: str, bt: float, by: list[Any]) -> None:
+        """A kept browser event got its server twin by the event_id rule: it has absorbed
+        a server copy (one-to-one), unless it had one already."""
+        bkey = _book_key(ns, bcid)
+        value = self.state.get(bkey)
+        if value is None:  # no fallback key: nothing can match it anyway
+            return
+        book = _book(value)
+        for j, e in enumerate(book):
+            if e[0] == bt and e[1] is None:
+                book[j] = [bt, by]
+                self.state[bkey] = {"t": value["t"], "l": book}
+                return
+
+    def _absorber(self, rec: dict[str, Any], ns: str, cid: str, t: float) -> Decision | None:
+        """An id-less server copy: absorbed by the earliest free browser event received
+        within the window before it (by received_at, then cid; fbp before external_id
+        on a tie) that matches one of its fallback keys; a replay when a browser event
+        already records this very copy as absorbed.
+
+        ``b|`` is the truth; an ``f|`` / ``x|`` entry caches its ``by`` once known (set
+        when absorbed through that key, or learnt from ``b|`` during a scan and written
+        back), so a scan reads ``b|`` only for entries that look free."""
+        books: dict[str, list[list[Any]]] = {}
+        regs: list[tuple[str, dict[str, Any], list[list[Any]], bool]] = []
+        best: tuple[float, str, Method, int, int] | None = None  # t, cid, rule, reg, entry
+        for rule, fkey in fallback_keys(rec):
+            value = self.state.get(fkey)
+            if value is None:
+                continue
+            entries, stale = _registered(value), False
+            for i, e in enumerate(entries):
+                bt, bcid = e[0], e[1]
+                if bt > t:
+                    break
+                if t - bt > self.window:
+                    continue
+                by = e[2] if len(e) > 2 else None
+                if by is None:
+                    book = books.get(bcid)
+                    if book is None:
+                        book = books[bcid] = _book(self.state.get(_book_key(ns, bcid)))
+                    by = next((b[1] for b in book if b[0] == bt), [])
+                    if by is not None:  # absorbed through another key or by its twin
+                        entries[i] = [bt, bcid, by]
+                        stale = True
+                if by == [cid, t]:
+                    return Decision("replay", rule, kept_cid=bcid, kept_at=bt)
+                if by is None:
+                    if best is None or (bt, bcid) < best[:2]:
+                        best = (bt, bcid, rule, len(regs), i)
+                    break  # the first free entry of this key: later ones cannot win
+            regs.append((fkey, value, entries, stale))
+        if best is not None:
+            bt, bcid, rule, r, i = best
+            book = books[bcid]
+            for j, b in enumerate(book):
+                if b[0] == bt and b[1] is None:
+                    book[j] = [bt, [cid, t]]
+                    break
+            self.state[_book_key(ns, bcid)] = {"t": max(b[0] for b in book), "l": book}
+            fkey, value, entries, _ = regs[r]
+            entries[i] = [bt, bcid, [cid, t]]
+            regs[r] = (fkey, value, entries, True)
+        for fkey, value, entries, stale in regs:
+            if stale:
+                self.state[fkey] = {"t": value["t"], "l": entries}
+        if best is None:
+            return None
+        return self._duplicate(rec, best[2], best[1], best[0], ns)
+
+    def _duplicate(
+        self, rec: dict[str, Any], method: Method, kept_cid: str, kept_at: float, ns: str
+    ) -> Decision:
+        hkey = f"{ns}|{kept_cid}" if ns else kept_cid
+        held = self.held.get(hkey)
         if held is not None:
             # a copy read again after a crash must not be merged (and counted) twice
             mark = [rec["received_at"], rec["sources"][0]]
             seen = held.setdefault("seen", [])
             if mark in seen:
-                return Decision("replay", method, kept_cid=kept_cid)
+                return Decision("replay", method, kept_cid=kept_cid, kept_at=kept_at)
             seen.append(mark)
             kept = held["rec"]
             merge(kept, rec)
             kept["dedup"]["duplicates"] += 1
             if kept["dedup"]["method"] is None:
                 kept["dedup"]["method"] = method
-            self.held[kept_cid] = held  # write back (a table needs the assignment)
-        return Decision("duplicate", method, kept_cid=kept_cid, merged=held is not None)
+            self.held[hkey] = held  # write back (a table needs the assignment)
+        merged = held is not None
+        return Decision("duplicate", method, kept_cid=kept_cid, kept_at=kept_at, merged=merged)
 
     def due(self, now: float) -> list[dict[str, Any]]:
         """Held records whose merge window ended before ``now``, oldest first; removed.
