@@ -203,7 +203,7 @@ def test_scale_out_with_a_rebalance_gives_the_same_output(
     # which copy is first depends on arrival across the two raw topics; how many are
     # duplicates does not
     dups = sum(w.metric("convstream_duplicates_total") for w in (w1, w2, w3))
-    assert dups >= 2 * k
+    assert dups == 2 * k  # a record is decided once, whichever worker holds it
 
 
 def test_expired_state_is_deleted_and_not_resurrected(make_settings, start_worker, kafka) -> None:
@@ -280,12 +280,9 @@ def test_merge_window_releases_a_quiet_partition(make_settings, start_worker, ka
     w = start_worker(s)
     t = RECEIVED_AT
     send_in_order(kafka, s, w, [("browser", browser("q-1", t)), ("server", server("q-1", t + 1))])
-    # no later event moves stream time: the ticks (wall clock) release it, merged
-    started = time.monotonic()
+    # no later event moves stream time: only the ticks (wall clock) can release it, merged
     out = conversions(kafka, s, expect=1, idle=15)
-    waited = time.monotonic() - started
     assert [(r["event_id"], r["sources"]) for r in out] == [("q-1", ["browser", "server"])]
-    assert waited < 14
     deadline = time.time() + 10
     while w.metric("convstream_dedup_held") != 0 and time.time() < deadline:
         time.sleep(0.2)
