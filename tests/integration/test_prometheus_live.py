@@ -176,6 +176,28 @@ EXPECTED: dict[str, tuple[tuple[dict[str, str], ...], Callable[[float], bool]]] 
         zero,
     ),
     "Pixel state / B": ((NONE,), one),  # active pixels
+    # the collector: every sample message acknowledged, the line that is not JSON refused
+    "Collector requests by endpoint and status / A": (
+        (
+            {"endpoint": "pixel", "status": "200"},
+            {"endpoint": "capi", "status": "200"},
+            {"endpoint": "capi", "status": "400"},
+        ),
+        positive,
+    ),
+    "Collector refusals by reason / A": (({"endpoint": "capi", "reason": "malformed"},), positive),
+    "Collector messages written / A": (SOURCES, positive),
+    "Collector messages written / B": ((NONE,), positive),
+    "Collector request latency (p50 / p99) / A": (
+        ({"endpoint": "pixel"}, {"endpoint": "capi"}),
+        positive,
+    ),
+    "Collector request latency (p50 / p99) / B": (
+        ({"endpoint": "pixel"}, {"endpoint": "capi"}),
+        positive,
+    ),
+    "Collector Kafka connection and pending acks / A": (({"instance": "{collect}"},), one),
+    "Collector Kafka connection and pending acks / B": ((NONE,), zero),
     "alert ConvstreamWorkerDown": (
         ({"__name__": "up", "job": "convstream", "instance": "{dead}"},),
         zero,
@@ -202,6 +224,8 @@ EMPTY: dict[str, str] = {
     "alert ConvstreamForwardThrottled": "the endpoint never throttles",
     "alert ConvstreamForwardPixelPaused": "the token is accepted",
     "alert ConvstreamForwardLagGrowing": "a few records, no lag",
+    "alert ConvstreamCollectKafkaDown": "the collector's producer is connected",
+    "alert ConvstreamCollectErrorsHigh": "no 5xx: Kafka acknowledges every message",
 }
 RAW_PII = ("John_Smith", "john_smith@", "Valery", "Mary", "O'Connor", "Menlo Park", "555-", "crm-")
 
@@ -475,7 +499,9 @@ def test_dashboard_and_alerts_against_live_prometheus(
         alerts = {r["name"]: r["query"] for r in loaded}
 
         queries = {**dashboard_queries(), **{f"alert {k}": v for k, v in alerts.items()}}
-        assert set(queries) == set(EXPECTED) | set(EMPTY), "a query has no expectation"
+        assert set(queries) == set(EXPECTED) | set(EMPTY), set(queries) ^ (
+            set(EXPECTED) | set(EMPTY)
+        )
         wrong = {}
         for name, expr in queries.items():
             got = {
@@ -496,7 +522,7 @@ def test_dashboard_and_alerts_against_live_prometheus(
                 )
             if not ok:
                 wrong[name] = {"expr": expr, "got": got, "want": want}
-        assert wrong == {}
+        assert wrong == {}, json.dumps(wrong, indent=1)
 
         # the Worker variable (label_values(convstream_build_info, instance)): every process
         instances = prom.api("label/instance/values", **{"match[]": "convstream_build_info"})
