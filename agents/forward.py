@@ -183,6 +183,8 @@ class Forwarder:
             end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
             if end is not None:
                 pos = self.committed.get(tp.partition)
+                if pos is None:  # nothing committed yet: behind from the oldest record read
+                    pos = self.tracker.oldest(tp.partition)
                 lag += max(0, end - pos) if pos is not None else 0
         metrics.FORWARD_LAG.set(lag)
 

@@ -44,3 +44,18 @@ def test_a_rejected_event_settles_only_itself() -> None:
     asyncio.run(f._deliver(fwd.Batch("1234567890", None, [accepted, rejected])))
     assert f.tracker.pending() == 0
     assert f.tracker.committable() == {0: 1, 1: 1}
+
+
+def test_oldest_is_the_first_offset_not_committable() -> None:
+    t = fwd.OffsetTracker()
+    assert t.oldest(0) is None
+    for o in (5, 6, 7):
+        t.add(0, o)
+    t.settle(0, 6)
+    assert t.oldest(0) == 5  # 6 is settled, but behind 5
+    t.settle(0, 5)
+    assert t.committable() == {0: 7}
+    assert t.oldest(0) == 7
+    t.settle(0, 7)
+    t.committable()
+    assert t.oldest(0) is None
