@@ -54,7 +54,9 @@ META_TOKEN = "EAAtokenLive0123456789"
 # spans the whole run (Grafana takes max(4 x scrape interval, $__interval + scrape
 # interval); at a 1 s scrape that is 4 s, shorter than the pause between the rounds).
 RATE_INTERVAL = "1m"
-# the second round: the same traffic with other ids, so it is new to dedup and attribution
+# Two rounds of traffic: a counter series first scraped at its final value has a rate of
+# 0 (Prometheus has no earlier sample of it), so a second round gives every series an
+# increase. Round 2 is the same traffic with other ids, new to dedup and attribution.
 ROUND2 = {
     b"order-": b"order-r2-",
     b"cart-7": b"cart-r2-7",
@@ -67,7 +69,9 @@ ROUND2 = {
     b"IwAR9LandingClick": b"IwAR9LandingClicj",
 }
 REJECTED = frozenset({"order-1001", "order-r2-1001"})  # Meta rejects these (code 100)
-MALFORMED = (1, 11)  # malformed server messages produced to Kafka in round 1, round 2
+# malformed server messages produced to Kafka in round 1, round 2: the series exists after
+# round 1, so increase() sees round 2's 11 (ConvstreamDeadLetterRatioHigh needs >= 10)
+MALFORMED = (1, 11)
 
 
 def positive(v: float) -> bool:
@@ -408,7 +412,6 @@ def test_dashboard_and_alerts_against_live_prometheus(
     start_forwarder: Callable[[Settings], WorkerProc],
     start_prometheus: Callable[[dict[str, list[str]]], Prometheus],
     kafka: Any,
-    tmp_path: Path,
 ) -> None:
     rules = subprocess.run(
         [binary("promtool"), "check", "rules", str(ALERTS)], capture_output=True, text=True
@@ -416,6 +419,7 @@ def test_dashboard_and_alerts_against_live_prometheus(
     assert rules.returncode == 0, rules.stdout + rules.stderr
     n_rules = int(re.search(r"SUCCESS: (\d+) rules found", rules.stdout)[1])  # type: ignore[index]
 
+    # convstream_dedup_keys is refreshed by the expiry sweep only (default every 60 s)
     s = collector_settings(make_settings(partitions=2, dedup_sweep_interval=0.5))
     s = s.with_overrides(
         topics=replace(s.topics, forward_dead_letter=s.topics.dead_letter + ".fwd")
