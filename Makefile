@@ -6,7 +6,7 @@ KAFKA  := deploy/kafka/kafka.sh
 WITH_BROKER := deploy/kafka/with-broker.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test unit integration lint bench bench-e2e bench-forward bench-collect chromium kafka-up kafka-down kafka-status clean
+.PHONY: help install demo test unit integration lint bench bench-e2e bench-forward bench-collect chromium prometheus kafka-up kafka-down kafka-status clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ install: $(BIN)/.installed ## create .venv and install convstream with dev tools
 demo: install ## local broker + worker + sample traffic; prints output and metrics (KEEP_RUNNING=1 keeps it up)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/convstream demo $(if $(filter 1,$(KEEP_RUNNING)),--keep-running,)
 
-test: install chromium ## the whole suite: lint, types, unit, conformance, integration on a real broker
+test: install chromium prometheus ## the whole suite: lint, types, unit, conformance, integration on a real broker
 	$(BIN)/ruff check streams agents tests bench
 	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -30,7 +30,7 @@ test: install chromium ## the whole suite: lint, types, unit, conformance, integ
 unit: install ## only the tests that need no broker
 	$(BIN)/python -m pytest -q tests/unit tests/conformance $(PYTEST_ARGS)
 
-integration: install chromium ## only the real-broker tests
+integration: install chromium prometheus ## only the real-broker tests
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/python -m pytest -q tests/integration $(PYTEST_ARGS)
 
 lint: install ## ruff + mypy
@@ -58,6 +58,14 @@ chromium: ## headless Chromium for the collector's browser test (Debian package,
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || { \
 	    echo "ERROR: could not install chromium with apt-get (see the output above: no root? no network?)." >&2; \
 	    echo "       The collector's browser test needs it; install Chromium and run again." >&2; exit 1; }; }
+
+prometheus: ## Prometheus + promtool for the live monitoring test (Debian package, via apt-get)
+	@{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || { \
+	  echo "prometheus missing: installing the Debian package (apt-get update; apt-get install --no-install-recommends prometheus)"; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "ERROR: prometheus is not installed and apt-get is not available; install Prometheus (binaries 'prometheus' and 'promtool') by hand" >&2; exit 1; }; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } || { \
+	    echo "ERROR: could not install prometheus with apt-get (see the output above: no root? no network?)." >&2; \
+	    echo "       tests/integration/test_prometheus_live.py needs it; install Prometheus and run again." >&2; exit 1; }; }
 
 kafka-up: ## start the local broker (prints the bootstrap address)
 	$(KAFKA) start

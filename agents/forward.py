@@ -137,9 +137,10 @@ class Forwarder:
             self.failed = True
             self.stopping.set()
             return
-        gone = {r.thing.offset for r in rejected}
+        # (partition, offset): a batch mixes partitions, whose offsets repeat
+        gone = {(r.thing.partition, r.thing.offset) for r in rejected}
         for item in batch.items:
-            if item.partition is not None and item.offset not in gone:
+            if item.partition is not None and (item.partition, item.offset) not in gone:
                 self.tracker.settle(item.partition, item.offset)
 
     async def _dead_letter(self, rejected: list[Rejected]) -> None:
@@ -182,6 +183,8 @@ class Forwarder:
             end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
             if end is not None:
                 pos = self.committed.get(tp.partition)
+                if pos is None:  # nothing committed yet: behind from the oldest record read
+                    pos = self.tracker.oldest(tp.partition)
                 lag += max(0, end - pos) if pos is not None else 0
         metrics.FORWARD_LAG.set(lag)
 

@@ -451,6 +451,11 @@ class OffsetTracker:
         """Records read and not settled yet (events waiting)."""
         return sum(len(q) - len(self._settled[p]) for p, q in self._seen.items())
 
+    def oldest(self, partition: int) -> int | None:
+        """The oldest offset of ``partition`` read and not committable yet (None: none)."""
+        q = self._seen.get(partition)
+        return q[0] if q else None
+
     def uncommitted(self) -> int:
         """Records read and not committable yet (settled ones behind an unsettled one
         included): what a crash now would read, and send, again."""

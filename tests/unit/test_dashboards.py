@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.metrics import REGISTRY
+from streams.metrics import COLLECT_REGISTRY, REGISTRY
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SUFFIXES = {
@@ -21,7 +21,7 @@ SUFFIXES = {
 
 def exported() -> set[str]:
     names = set()
-    for family in REGISTRY.collect():
+    for family in (*REGISTRY.collect(), *COLLECT_REGISTRY.collect()):
         names.update(family.name + s for s in SUFFIXES[family.type])
     return names
 
