@@ -52,10 +52,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     wiring = create_app(s)
     # the internal topics exist, and the broker's metadata shows them, before any
-    # consumer joins its group (else their partitions stay unassigned for minutes)
+    # consumer joins its group (else their partitions stay unassigned for minutes);
+    # credentials and ACLs are checked first: a refusal is one line and exit 1, where
+    # Faust would retry (or stall) with tracebacks
     from agents import kafka_io
 
-    asyncio.run(kafka_io.ensure_topics(s, wiring.internal_topics()))
+    async def preflight() -> None:
+        t = s.topics
+        await kafka_io.check_access(
+            s,
+            reads=(t.pixel_raw, t.server_raw, t.catalog, t.conversions),  # attribution
+            writes=(t.conversions, t.candidates, t.dead_letter),
+            groups=worker_groups(s),
+        )
+        await kafka_io.ensure_topics(s, wiring.internal_topics())
+
+    try:
+        asyncio.run(preflight())
+    except kafka_io.KafkaSetupError as e:
+        print(f"convstream worker: {e}", file=sys.stderr)
+        return 1
     tune_gc()
     worker = Worker(
         wiring.app,
@@ -66,6 +82,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     worker.execute_from_commandline()
     return 0
+
+
+def worker_groups(s: Settings) -> tuple[str, ...]:
+    """The consumer groups `convstream worker` joins (each needs a Read ACL)."""
+    return (s.app_id, f"{s.app_id}-ingest", f"{s.app_id}-attribution-route")
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -95,16 +116,23 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from agents.kafka_io import create_topics, produce
+    from agents.kafka_io import KafkaSetupError, create_topics, produce
 
     s = _settings(args)
-    lines = [ln for ln in Path(args.file).read_bytes().splitlines() if ln.strip()]
+    try:
+        lines = [ln for ln in Path(args.file).read_bytes().splitlines() if ln.strip()]
+    except OSError as e:
+        raise SettingsError(f"cannot read {args.file}: {e.strerror}") from None
 
     async def run() -> int:
         await create_topics(s, [args.topic])
         return await produce(s, args.topic, lines)
 
-    n = asyncio.run(run())
+    try:
+        n = asyncio.run(run())
+    except KafkaSetupError as e:
+        print(f"convstream produce: {e}", file=sys.stderr)
+        return 1
     print(f"produced {n} messages from {args.file} to {args.topic}")
     return 0
 
