@@ -25,16 +25,11 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from streams.settings import Settings
+from streams.settings import KafkaSetupError, Settings
 
 # Kafka error codes (the protocol's)
 _TOPIC_ALREADY_EXISTS = 36
 _TOPIC_AUTHORIZATION_FAILED = 29
-
-
-class KafkaSetupError(Exception):
-    """Kafka refused the start-up (credentials, TLS, ACLs); the message is one line
-    that names the setting or the ACL to fix and holds no secret."""
 
 
 def client_kwargs(s: Settings) -> dict[str, Any]:

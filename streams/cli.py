@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from streams import settings as settings_mod
-from streams.settings import Settings, SettingsError
+from streams.settings import KafkaSetupError, Settings, SettingsError
 from streams.tally import Tally
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "schemas" / "examples"
@@ -67,11 +67,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
         await kafka_io.ensure_topics(s, wiring.internal_topics())
 
-    try:
-        asyncio.run(preflight())
-    except kafka_io.KafkaSetupError as e:
-        print(f"convstream worker: {e}", file=sys.stderr)
-        return 1
+    asyncio.run(preflight())  # KafkaSetupError: main() prints it, exit 1
     tune_gc()
     worker = Worker(
         wiring.app,
@@ -116,7 +112,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from agents.kafka_io import KafkaSetupError, create_topics, produce
+    from agents.kafka_io import create_topics, produce
 
     s = _settings(args)
     try:
@@ -128,11 +124,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         await create_topics(s, [args.topic])
         return await produce(s, args.topic, lines)
 
-    try:
-        n = asyncio.run(run())
-    except KafkaSetupError as e:
-        print(f"convstream produce: {e}", file=sys.stderr)
-        return 1
+    n = asyncio.run(run())
     print(f"produced {n} messages from {args.file} to {args.topic}")
     return 0
 
@@ -545,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         print(f"convstream: {e}", file=sys.stderr)
         return 2
+    except KafkaSetupError as e:  # credentials, TLS, ACLs: one line, no secret
+        print(f"convstream {args.cmd}: {e}", file=sys.stderr)
+        return 1
     return code
 
 

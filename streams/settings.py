@@ -19,6 +19,11 @@ class SettingsError(ValueError):
     """A setting has a bad value; the message names the environment variable."""
 
 
+class KafkaSetupError(RuntimeError):
+    """Kafka refused what the settings say (credentials, TLS trust, ACLs): one line that
+    names the setting or the ACL to fix, never a secret (raised by agents/kafka_io.py)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     pixel_raw: str = "events.pixel.raw"
