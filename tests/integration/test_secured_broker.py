@@ -351,3 +351,21 @@ def test_a_principal_without_acls_on_the_raw_topics_gets_a_clear_error(
     assert f"Read on topic(s) {s.topics.pixel_raw}, {s.topics.server_raw}" in line
     assert s.topics.catalog not in line  # that one it may read
     assert b.passwords["noraw"] not in Path(tmp_path / "worker-0.log").read_text()
+
+
+def test_an_untrusted_broker_certificate_names_the_ca_setting(
+    secure_broker: SecureBroker, spawn: Callable[..., WorkerProc], run_id: str, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))  # not the CA that signed the broker's
+    s = secure_broker.settings(
+        "worker",
+        app_id=f"convstream-sec-{run_id}",
+        topics=_topics(run_id),
+        data_dir=str(tmp_path / "data"),
+        web_port=free_port(),
+    ).with_overrides(ssl_cafile=str(other))
+    line = _fails_fast(spawn(s))
+    assert "is not trusted" in line
+    assert f"KAFKA_SSL_CAFILE ({other})" in line
+    assert secure_broker.passwords["worker"] not in (tmp_path / "worker-0.log").read_text()
