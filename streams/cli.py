@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from streams import settings as settings_mod
-from streams.settings import Settings, SettingsError
+from streams.settings import KafkaSetupError, Settings, SettingsError
 from streams.tally import Tally
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "schemas" / "examples"
@@ -52,10 +52,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     wiring = create_app(s)
     # the internal topics exist, and the broker's metadata shows them, before any
-    # consumer joins its group (else their partitions stay unassigned for minutes)
+    # consumer joins its group (else their partitions stay unassigned for minutes);
+    # credentials and ACLs are checked first: a refusal is one line and exit 1, where
+    # Faust would retry (or stall) with tracebacks
     from agents import kafka_io
 
-    asyncio.run(kafka_io.ensure_topics(s, wiring.internal_topics()))
+    async def preflight() -> None:
+        t = s.topics
+        await kafka_io.check_access(
+            s,
+            reads=(t.pixel_raw, t.server_raw, t.catalog, t.conversions),  # attribution
+            writes=(t.conversions, t.candidates, t.dead_letter),
+            groups=worker_groups(s),
+        )
+        await kafka_io.ensure_topics(s, wiring.internal_topics())
+
+    asyncio.run(preflight())  # KafkaSetupError: main() prints it, exit 1
     tune_gc()
     worker = Worker(
         wiring.app,
@@ -66,6 +78,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     worker.execute_from_commandline()
     return 0
+
+
+def worker_groups(s: Settings) -> tuple[str, ...]:
+    """The consumer groups `convstream worker` joins (each needs a Read ACL)."""
+    return (s.app_id, f"{s.app_id}-ingest", f"{s.app_id}-attribution-route")
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -98,7 +115,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from agents.kafka_io import create_topics, produce
 
     s = _settings(args)
-    lines = [ln for ln in Path(args.file).read_bytes().splitlines() if ln.strip()]
+    try:
+        lines = [ln for ln in Path(args.file).read_bytes().splitlines() if ln.strip()]
+    except OSError as e:
+        raise SettingsError(f"cannot read {args.file}: {e.strerror}") from None
 
     async def run() -> int:
         await create_topics(s, [args.topic])
@@ -517,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         print(f"convstream: {e}", file=sys.stderr)
         return 2
+    except KafkaSetupError as e:  # credentials, TLS, ACLs: one line, no secret
+        print(f"convstream {args.cmd}: {e}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -19,6 +19,11 @@ class SettingsError(ValueError):
     """A setting has a bad value; the message names the environment variable."""
 
 
+class KafkaSetupError(RuntimeError):
+    """Kafka refused what the settings say (credentials, TLS trust, ACLs): one line that
+    names the setting or the ACL to fix, never a secret (raised by agents/kafka_io.py)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     pixel_raw: str = "events.pixel.raw"
@@ -331,6 +336,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if (v := get("CONVSTREAM_COLLECT_MAX_PENDING")) is not None:
         kw["collect_max_pending"] = _int("CONVSTREAM_COLLECT_MAX_PENDING", v, 1, 10_000_000)
     s = replace(d, **kw)
+    if s.ssl_cafile is not None and not os.path.isfile(s.ssl_cafile):
+        raise SettingsError(f"KAFKA_SSL_CAFILE is not a readable file: {s.ssl_cafile!r}")
     if s.security_protocol.startswith("SASL") and not (s.sasl_username and s.sasl_password):
         raise SettingsError(
             "KAFKA_SECURITY_PROTOCOL=SASL_* needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"

@@ -16,6 +16,18 @@
 #   KAFKA_VERSION      org.apache.kafka:kafka_2.13 version (default 4.4.0, see pom.xml)
 #   KAFKA_HEAP_OPTS    JVM heap                            (default -Xms256m -Xmx1g)
 #   KAFKA_READY_TIMEOUT seconds to wait for readiness      (default 90)
+#
+# A secured broker (what managed Kafka looks like: TLS + SASL/SCRAM + ACLs), KAFKA_LOCAL_SECURE=1:
+#   the client port is a SASL_SSL listener (SCRAM-SHA-512), authorization by
+#   StandardAuthorizer (no ACL: denied); the controller (port+1) and an inter-broker
+#   PLAINTEXT listener (port+2) stay on 127.0.0.1, trusted (their ANONYMOUS principal is a
+#   super user: never expose them). The readiness probe uses the inter-broker listener.
+#   KAFKA_LOCAL_TLS_KEYSTORE  PEM file: the broker's private key (PKCS#8, unencrypted) and
+#                             its certificate chain (required; e.g. from a throwaway CA)
+#   KAFKA_LOCAL_SCRAM_USERS   file of user=password lines: SCRAM-SHA-512 users created at
+#                             format time (required; passwords: letters, digits, - _ .)
+#   KAFKA_LOCAL_SUPER_USER    the admin user, a super user (default admin; must be in the file)
+#   The users exist from the first start on (storage format); `reset` deletes them with the data.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,6 +44,12 @@ conf="$dir/server-$port.properties"
 pidfile="$dir/broker-$port.pid"
 log="$dir/broker-$port.log"
 bootstrap="127.0.0.1:$port"
+secure="${KAFKA_LOCAL_SECURE:-0}"
+probe="$bootstrap"  # what the readiness probe (PLAINTEXT) asks
+if [ "$secure" = 1 ]; then
+  iport="$((port + 2))"
+  probe="127.0.0.1:$iport"
+fi
 
 say() { echo "kafka.sh: $*" >&2; }
 
@@ -63,7 +81,7 @@ probe_class() {
 
 answers() {  # does a broker answer a metadata request on the port?
   local cls; cls="$(probe_class)"
-  java -cp "$libs/*:$cls" -Dorg.slf4j.simpleLogger.defaultLogLevel=off Ready "$bootstrap" \
+  java -cp "$libs/*:$cls" -Dorg.slf4j.simpleLogger.defaultLogLevel=off Ready "$probe" \
     >/dev/null 2>&1
 }
 
@@ -78,6 +96,61 @@ our_pid() {  # the pid we started, if it is still that broker
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+listener_config() {
+  if [ "$secure" != 1 ]; then
+    cat <<CFG
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+CFG
+    return 0
+  fi
+  local ks="$KAFKA_LOCAL_TLS_KEYSTORE" super="${KAFKA_LOCAL_SUPER_USER:-admin}"
+  cat <<CFG
+listeners=SASL_SSL://127.0.0.1:$port,INTERNAL://127.0.0.1:$iport,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=SASL_SSL://127.0.0.1:$port,INTERNAL://127.0.0.1:$iport
+listener.security.protocol.map=SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=INTERNAL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$ks
+ssl.client.auth=none
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:$super;User:ANONYMOUS
+CFG
+}
+
+check_secure() {  # the files KAFKA_LOCAL_SECURE=1 needs (messages never show a password)
+  [ "$secure" = 1 ] || return 0
+  local ks="${KAFKA_LOCAL_TLS_KEYSTORE:-}" f="${KAFKA_LOCAL_SCRAM_USERS:-}" line
+  local super="${KAFKA_LOCAL_SUPER_USER:-admin}" has_super=0
+  [ -n "$ks" ] && [ -r "$ks" ] \
+    || { say "KAFKA_LOCAL_SECURE=1 needs KAFKA_LOCAL_TLS_KEYSTORE (PEM key + certificate chain)"; exit 2; }
+  [ -n "$f" ] && [ -r "$f" ] \
+    || { say "KAFKA_LOCAL_SECURE=1 needs KAFKA_LOCAL_SCRAM_USERS (a file of user=password lines)"; exit 2; }
+  while IFS= read -r line || [ -n "$line" ]; do
+    [ -z "$line" ] && continue
+    if ! [[ "$line" =~ ^[A-Za-z0-9._-]+=[A-Za-z0-9._-]+$ ]]; then
+      say "KAFKA_LOCAL_SCRAM_USERS: a line is not user=password (letters, digits, - _ .)"; exit 2
+    fi
+    [ "${line%%=*}" = "$super" ] && has_super=1
+  done <"$f"
+  [ "$has_super" = 1 ] || { say "KAFKA_LOCAL_SCRAM_USERS has no line for the super user $super"; exit 2; }
+}
+
+scram_args() {  # --add-scram for each user=password line of KAFKA_LOCAL_SCRAM_USERS
+  [ "$secure" = 1 ] || return 0
+  local line
+  while IFS= read -r line || [ -n "$line" ]; do
+    [ -z "$line" ] && continue
+    printf '%s\n' --add-scram "SCRAM-SHA-512=[name=${line%%=*},password=${line#*=}]"
+  done <"$KAFKA_LOCAL_SCRAM_USERS"
+}
+
 write_config() {
   cat >"$conf" <<CFG
 # Written by deploy/kafka/kafka.sh: single-node KRaft for local runs and tests.
@@ -85,10 +158,7 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+$(listener_config)
 log.dirs=$data
 num.partitions=1
 auto.create.topics.enable=true
@@ -116,12 +186,16 @@ start() {
     say "port $port is taken by something that is not a Kafka broker"; exit 1
   fi
   if [ -z "${pid:-}" ]; then
+    check_secure
     write_config
     if [ ! -f "$data/meta.properties" ]; then
       local cluster
       cluster="$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
-      java -cp "$libs/*" kafka.tools.StorageTool format -t "$cluster" -c "$conf" >"$log" 2>&1 \
-        || { say "storage format failed:"; tail -20 "$log" >&2; exit 1; }
+      local scram=()
+      mapfile -t scram < <(scram_args)
+      # the SCRAM passwords are on this command line for the format only (a local broker)
+      java -cp "$libs/*" kafka.tools.StorageTool format -t "$cluster" -c "$conf" "${scram[@]}" \
+        >"$log" 2>&1 || { say "storage format failed:"; tail -20 "$log" >&2; exit 1; }
     fi
     # shellcheck disable=SC2086
     setsid nohup java $heap -XX:+UseG1GC -Djava.awt.headless=true \

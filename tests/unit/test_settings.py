@@ -48,6 +48,8 @@ def test_values_are_parsed() -> None:
         ({"KAFKA_BOOTSTRAP_SERVERS": "nohost"}, "KAFKA_BOOTSTRAP_SERVERS"),
         ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_USERNAME"),
         ({"CONVSTREAM_MERG_WINDOW": "1"}, "CONVSTREAM_MERG_WINDOW"),
+        ({"KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"}, "KAFKA_SSL_CAFILE"),
+        ({"KAFKA_SASL_MECHANISM": "GSSAPI"}, "KAFKA_SASL_MECHANISM"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], name: str) -> None:
