@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import calendar
+import datetime
 import hashlib
 import re
 import unicodedata
@@ -41,15 +43,28 @@ def fullwidth(ascii_text: str) -> str:
 
 
 def test_key_sets() -> None:
-    assert frozenset(
-        {"em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id"}
-    ) == HASHED_KEYS
-    assert frozenset(
-        {
-            "client_ip_address", "client_user_agent", "fbc", "fbp", "subscription_id",
-            "fb_login_id", "lead_id", "anon_id", "madid", "page_id", "ctwa_clid",
-        }
-    ) == PLAIN_KEYS
+    assert (
+        frozenset({"em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id"})
+        == HASHED_KEYS
+    )
+    assert (
+        frozenset(
+            {
+                "client_ip_address",
+                "client_user_agent",
+                "fbc",
+                "fbp",
+                "subscription_id",
+                "fb_login_id",
+                "lead_id",
+                "anon_id",
+                "madid",
+                "page_id",
+                "ctwa_clid",
+            }
+        )
+        == PLAIN_KEYS
+    )
     assert not HASHED_KEYS & PLAIN_KEYS
     assert NUMERIC_KEYS <= HASHED_KEYS
     assert UNKNOWN_KEY not in HASHED_KEYS | PLAIN_KEYS
@@ -59,15 +74,31 @@ def test_key_sets() -> None:
 # --- Meta's published digests (SPEC §5) ------------------------------------------------------
 
 META_DIGESTS = [
-    ("em", " John_Smith@gmail.com ", "john_smith@gmail.com",
-     "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"),
-    ("ph", "+1 (650) 555-1212", "16505551212",
-     "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"),
+    (
+        "em",
+        " John_Smith@gmail.com ",
+        "john_smith@gmail.com",
+        "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f",
+    ),
+    (
+        "ph",
+        "+1 (650) 555-1212",
+        "16505551212",
+        "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176",
+    ),
     ("fn", "Mary", "mary", "6915771be1c5aa0c886870b6951b03d7eafc121fea0e80a5ea83beb7c449f4ec"),
-    ("db", "2/16/1997", "19970216",
-     "01acdbf6ec7b4f478a225f1a246e5d6767eeab1a7ffa17f025265b5b94f40f0c"),
-    ("country", "United States", "us",
-     "79adb2a2fce5c6ba215fe5f27f532d4e7edbac4b6a5e09e1ef3a08084a904621"),
+    (
+        "db",
+        "2/16/1997",
+        "19970216",
+        "01acdbf6ec7b4f478a225f1a246e5d6767eeab1a7ffa17f025265b5b94f40f0c",
+    ),
+    (
+        "country",
+        "United States",
+        "us",
+        "79adb2a2fce5c6ba215fe5f27f532d4e7edbac4b6a5e09e1ef3a08084a904621",
+    ),
 ]
 
 
@@ -157,8 +188,26 @@ NORMALIZE_CASES: list[tuple[str, str, str | None]] = [
     ("db", "1997-02-30", None),
     ("db", "1900-02-29", None),
     ("db", "13/01/1997", None),  # MM/DD: month 13
-    ("db", "1997/02/16", None),
-    ("db", "16-02-1997", None),
+    ("db", "1997/02/16", "19970216"),
+    ("db", "1997/2/6", "19970206"),
+    ("db", "1997.02.16", "19970216"),
+    ("db", "1997.2.6", "19970206"),
+    ("db", "02-16-1997", "19970216"),
+    ("db", "2-6-1997", "19970206"),
+    ("db", "02-29-2000", "20000229"),  # leap year (divisible by 400)
+    ("db", "2024/02/29", "20240229"),  # leap year
+    ("db", "2023/02/29", None),  # not a leap year
+    ("db", "1900.02.29", None),  # divisible by 100, not by 400: no Feb 29
+    ("db", "02-30-1997", None),  # Feb 30 does not exist
+    ("db", "1997/02/30", None),
+    ("db", "1997.04.31", None),  # April has 30 days
+    ("db", "1997/13/01", None),
+    ("db", "1997.00.10", None),
+    ("db", "00-10-1997", None),
+    ("db", "12-31-1899", None),  # before 1900
+    ("db", "16-02-1997", None),  # DD-MM-YYYY is not a format: month 16
+    ("db", "1997-02/16", None),  # mixed separators
+    ("db", "97/02/16", None),
     ("db", "Feb 16 1997", None),
     ("db", "19971316", None),
     # ct
@@ -283,6 +332,38 @@ def test_nanp_fast_path_matches_phonenumbers(region: str, number: str, prefix: s
     assume(phonenumbers.is_valid_number(parsed))
     expected = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)[1:]
     assert normalize("ph", prefix + number, default_phone_country=region) == expected
+
+
+DB_LAYOUTS = (
+    "{y:04d}{m:02d}{d:02d}",
+    "{y:04d}-{m:02d}-{d:02d}",
+    "{y:04d}/{m:02d}/{d:02d}",
+    "{y:04d}.{m:02d}.{d:02d}",
+    "{m:02d}/{d:02d}/{y:04d}",
+    "{m:02d}-{d:02d}-{y:04d}",
+    "{d:02d}.{m:02d}.{y:04d}",
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dates(datetime.date(1900, 1, 1), datetime.date(2026, 12, 31)), st.sampled_from(DB_LAYOUTS)
+)
+def test_db_every_real_date_in_every_format(day: datetime.date, layout: str) -> None:
+    raw = layout.format(y=day.year, m=day.month, d=day.day)
+    assert normalize("db", raw, this_year=2026) == day.strftime("%Y%m%d")
+
+
+@pytest.mark.parametrize("layout", DB_LAYOUTS)
+def test_db_day_past_the_end_of_the_month_is_dropped(layout: str) -> None:
+    # leap rules: 1900 (by 100, not 400) and 2023 are common years, 2000 and 2024 leap years
+    for year in (1900, 2000, 2023, 2024):
+        for month in range(1, 13):
+            last = calendar.monthrange(year, month)[1]
+            assert normalize("db", layout.format(y=year, m=month, d=last), this_year=2026)
+            for day in range(last + 1, 33):
+                raw = layout.format(y=year, m=month, d=day)
+                assert normalize("db", raw, this_year=2026) is None, raw
 
 
 @pytest.mark.parametrize(
@@ -412,9 +493,7 @@ def test_63_and_65_hex_are_not_hashed() -> None:
 
 
 def test_numbers_accepted_for_numeric_keys() -> None:
-    r = hash_user_data(
-        {"ph": 16505551212, "zp": 94035, "db": 19970216, "external_id": [42, "42"]}
-    )
+    r = hash_user_data({"ph": 16505551212, "zp": 94035, "db": 19970216, "external_id": [42, "42"]})
     assert r.errors == ()
     assert r.user_data == {
         "ph": [h("16505551212")],
@@ -463,7 +542,10 @@ def test_invalid_elements_removed_valid_ones_kept() -> None:
 def test_errors_one_per_key_sorted() -> None:
     r = hash_user_data({"zp": 1.5, "country": 3.0, "em": [1.0, 2.0], "fbp": 5})
     assert [e.field for e in r.errors] == [
-        "user_data.country", "user_data.em", "user_data.fbp", "user_data.zp",
+        "user_data.country",
+        "user_data.em",
+        "user_data.fbp",
+        "user_data.zp",
     ]
 
 
@@ -513,7 +595,11 @@ def test_warnings_distinct_and_sorted() -> None:
         {"zzz": 1, "em": ["bad", "worse"], "ph": "12", "aaa": 2, "ge": "x", "db": "never"}
     )
     assert r.warnings == (
-        "dropped_db", "dropped_em", "dropped_ge", "dropped_ph", "dropped_unknown_user_data_key",
+        "dropped_db",
+        "dropped_em",
+        "dropped_ge",
+        "dropped_ph",
+        "dropped_unknown_user_data_key",
     )
     assert r.dropped == {"em": 2, "ph": 1, "ge": 1, "db": 1, UNKNOWN_KEY: 2}
 
@@ -549,14 +635,37 @@ def test_lone_surrogate_is_dropped_not_raised() -> None:
 MARKED = st.text(min_size=0, max_size=30).map(lambda s: f"⟦{s}⟧")
 REALISTIC = st.sampled_from(
     [
-        "John_Smith@Gmail.com", "+1 (650) 555-1212", "6505551212", "Mary", "O'Connor",
-        "Female", "m", "2/16/1997", "1997-02-16", "Menlo Park", "California", "Québec",
-        "94035-1234", "M1 1AE", "United States", "USA", "de", "cust-42", "",
-        h("x").upper(), h("y"), "d41d8cd98f00b204e9800998ecf8427e",
+        "John_Smith@Gmail.com",
+        "+1 (650) 555-1212",
+        "6505551212",
+        "Mary",
+        "O'Connor",
+        "Female",
+        "m",
+        "2/16/1997",
+        "1997-02-16",
+        "Menlo Park",
+        "California",
+        "Québec",
+        "94035-1234",
+        "M1 1AE",
+        "United States",
+        "USA",
+        "de",
+        "cust-42",
+        "",
+        h("x").upper(),
+        h("y"),
+        "d41d8cd98f00b204e9800998ecf8427e",
     ]
 )
 SCALAR = st.one_of(
-    MARKED, REALISTIC, st.text(max_size=20), st.integers(), st.floats(), st.booleans(),
+    MARKED,
+    REALISTIC,
+    st.text(max_size=20),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
     st.none(),
 )
 VALUE = st.one_of(
@@ -580,7 +689,7 @@ def _hashed_values(result: PiiResult) -> list[str]:
     return out
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(USER_DATA, REGION, YEAR)
 def test_outputs_are_lowercase_sha256_sorted_distinct(
     ud: dict[str, object], region: str | None, year: int | None
@@ -605,7 +714,7 @@ def test_outputs_are_lowercase_sha256_sorted_distinct(
         assert set(counts) <= HASHED_KEYS | {UNKNOWN_KEY}
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(USER_DATA, REGION, YEAR)
 def test_idempotent(ud: dict[str, object], region: str | None, year: int | None) -> None:
     first = hash_user_data(ud, default_phone_country=region, this_year=year)
@@ -618,7 +727,7 @@ def test_idempotent(ud: dict[str, object], region: str | None, year: int | None)
     assert sum(second.prehashed.values()) == len(_hashed_values(first))
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     st.dictionaries(
         st.one_of(HASHED_KEY, MARKED),
@@ -643,8 +752,13 @@ def test_no_raw_value_in_result(ud: dict[str, object], region: str | None) -> No
                 assert repr(v)[1:-1] not in text
 
 
-@given(HASHED_KEY, st.text(max_size=40), st.one_of(st.none(), st.sampled_from(["us", "ca"])),
-       REGION, YEAR)
+@given(
+    HASHED_KEY,
+    st.text(max_size=40),
+    st.one_of(st.none(), st.sampled_from(["us", "ca"])),
+    REGION,
+    YEAR,
+)
 def test_normalize_never_raises(
     key: str, value: str, country: str | None, region: str | None, year: int | None
 ) -> None:
