@@ -212,6 +212,11 @@ def match_keys(user_data: Mapping[str, Any]) -> frozenset[str]:
 
 
 _WEAK_KEYS: Final = frozenset().union(*WEAK_KEY_SETS)
+# Limited Data Use codes: (event field, the pixel parameter it comes from)
+_LDU_CODES: Final = (
+    ("data_processing_options_country", "dpoco"),
+    ("data_processing_options_state", "dpost"),
+)
 
 
 def customer_information(keys: frozenset[str]) -> Error | None:
@@ -282,6 +287,11 @@ def check(
         c.errors.append(
             Error(codes.INVALID_TYPE, "data_processing_options", "must be a list of strings")
         )
+    for key, param in _LDU_CODES:
+        v = ev.get(key)
+        if v is not None and not _is_int(v):
+            where = param if raw.source == "browser" else key
+            c.errors.append(Error(codes.INVALID_TYPE, where, "must be an integer"))
     if raw.test_event_code is not None and not isinstance(raw.test_event_code, str):
         c.errors.append(Error(codes.INVALID_TYPE, "test_event_code", "must be a string"))
     if isinstance(ev.get("user_data"), dict):

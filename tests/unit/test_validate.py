@@ -49,6 +49,17 @@ def test_valid_purchase_becomes_a_conversion() -> None:
         ({"user_data": ["em"]}, "invalid_type", "user_data"),
         ({"custom_data": "cheap"}, "invalid_type", "custom_data"),
         ({"opt_out": "no"}, "invalid_type", "opt_out"),
+        (
+            {"data_processing_options": ["LDU"], "data_processing_options_country": "1"},
+            "invalid_type",
+            "data_processing_options_country",
+        ),
+        (
+            {"data_processing_options": ["LDU"], "data_processing_options_state": True},
+            "invalid_type",
+            "data_processing_options_state",
+        ),
+        ({"data_processing_options": "LDU"}, "invalid_type", "data_processing_options"),
         ({"action_source": "carrier_pigeon"}, "invalid_action_source", "action_source"),
         ({"event_time": int(RECEIVED_AT) - 7 * DAY - 1}, "event_time_too_old", "event_time"),
         ({"event_time": int(RECEIVED_AT) + 61}, "event_time_in_future", "event_time"),
@@ -224,3 +235,14 @@ def test_malformed_messages(value: bytes) -> None:
     r = run("server", value)
     assert codes_of(r) == [["malformed_message"]]
     assert r.dead_letters[0]["event"] is None
+
+
+def test_server_limited_data_use_is_kept() -> None:
+    ev = server_event(
+        data_processing_options=["LDU"],
+        data_processing_options_country=0,
+        data_processing_options_state=0,
+    )
+    (c,) = run("server", server_message(ev)).conversions
+    assert c["data_processing_options"] == ["LDU"]
+    assert (c["data_processing_options_country"], c["data_processing_options_state"]) == (0, 0)
