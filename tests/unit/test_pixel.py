@@ -220,3 +220,22 @@ def test_browser_clock_edges(offset_s: int, skew: bool) -> None:
         "warnings": ["client_clock_skew"] if skew else [],
     }
     assert {k: c[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "expected"),
+    [
+        ("cd[content_ids]", "[1, 2]", ["1", "2"]),
+        ("cd[content_ids]", "123", ["123"]),
+        ("cd[content_ids]", '"sku-1"', ["sku-1"]),
+        ("cd[content_ids]", "sku-1", ["sku-1"]),  # not JSON: a bare value
+    ],
+)
+def test_browser_content_ids_are_strings(param: str, value: str, expected: list[str]) -> None:
+    (c,) = run("browser", pixel_hit({param: value})).conversions
+    assert c["custom_data"]["content_ids"] == expected
+
+
+def test_browser_contents_ids_are_strings() -> None:
+    (c,) = run("browser", pixel_hit({"cd[contents]": '[{"id": 5, "quantity": 1}]'})).conversions
+    assert c["custom_data"]["contents"] == [{"id": "5", "quantity": 1}]

@@ -427,6 +427,13 @@ CONVERSION_MUTATIONS: list[tuple[str, Mutation, list[Any]]] = [
     ("bad dedup method", _set("dedup.method", "ip"), ["dedup", "method"]),
     ("negative duplicates", _set("dedup.duplicates", -1), ["dedup", "duplicates"]),
     ("pixel id not digits", _set("pixel_id", "px-1"), ["pixel_id"]),
+    ("numeric content id", _set("custom_data.content_ids", [7]), ["custom_data", "content_ids", 0]),
+    ("bare content_ids", _set("custom_data.content_ids", "sku-1"), ["custom_data", "content_ids"]),
+    (
+        "numeric contents id",
+        _set("custom_data.contents", [{"id": 7}]),
+        ["custom_data", "contents", 0, "id"],
+    ),
 ]
 
 
@@ -683,7 +690,10 @@ _custom_data = st.fixed_dictionaries(
             ),
             max_size=2,
         ),
-        "content_ids": st.lists(_text, max_size=2),
+        "content_ids": st.one_of(
+            st.lists(st.one_of(_text, st.integers(0, 10**12), st.just(7.0)), max_size=2),
+            st.sampled_from(["sku-1", 42]),
+        ),
         "order_id": _text,
     },
 )

@@ -60,6 +60,26 @@ def test_valid_purchase_becomes_a_conversion() -> None:
             "data_processing_options_state",
         ),
         ({"data_processing_options": "LDU"}, "invalid_type", "data_processing_options"),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "content_ids": [True]}},
+            "invalid_type",
+            "custom_data.content_ids",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "content_ids": [None]}},
+            "invalid_type",
+            "custom_data.content_ids",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "content_ids": {"id": "a"}}},
+            "invalid_type",
+            "custom_data.content_ids",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "contents": [{"id": True}]}},
+            "invalid_contents",
+            "custom_data.contents",
+        ),
         ({"action_source": "carrier_pigeon"}, "invalid_action_source", "action_source"),
         ({"event_time": int(RECEIVED_AT) - 7 * DAY - 1}, "event_time_too_old", "event_time"),
         ({"event_time": int(RECEIVED_AT) + 61}, "event_time_in_future", "event_time"),
@@ -246,3 +266,30 @@ def test_server_limited_data_use_is_kept() -> None:
     (c,) = run("server", server_message(ev)).conversions
     assert c["data_processing_options"] == ["LDU"]
     assert (c["data_processing_options_country"], c["data_processing_options_state"]) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("content_ids", "expected"),
+    [
+        (["sku-1", "sku-2"], ["sku-1", "sku-2"]),
+        ([123, "sku-1", 7.0, 1.5], ["123", "sku-1", "7", "1.5"]),
+        ("sku-1", ["sku-1"]),
+        (42, ["42"]),
+        ([], []),
+    ],
+)
+def test_content_ids_are_always_a_list_of_strings(content_ids: Any, expected: list[str]) -> None:
+    cd = {"value": 1, "currency": "EUR", "content_ids": content_ids}
+    (c,) = run("server", server_message(server_event(custom_data=cd))).conversions
+    assert c["custom_data"]["content_ids"] == expected
+
+
+def test_contents_ids_are_strings_other_fields_kept() -> None:
+    contents = [{"id": 7, "quantity": 2, "item_price": 9.5}, {"id": "sku-2"}, {"id": 8.0}]
+    cd = {"value": 1, "currency": "EUR", "contents": contents}
+    (c,) = run("server", server_message(server_event(custom_data=cd))).conversions
+    assert c["custom_data"]["contents"] == [
+        {"id": "7", "quantity": 2, "item_price": 9.5},
+        {"id": "sku-2"},
+        {"id": "8"},
+    ]
