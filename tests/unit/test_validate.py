@@ -293,3 +293,91 @@ def test_contents_ids_are_strings_other_fields_kept() -> None:
         {"id": "sku-2"},
         {"id": "8"},
     ]
+
+
+# --- exact time edges (SPEC §3): 60 s ahead, 7 days back, 62 days for physical_store ------
+
+EXACT = 1795400000.0  # a received_at in whole seconds, so each edge is one second wide
+
+
+@pytest.mark.parametrize(
+    ("action_source", "offset_s", "code"),
+    [
+        ("website", 60, None),
+        ("website", 61, "event_time_in_future"),
+        ("website", -7 * DAY, None),
+        ("website", -7 * DAY - 1, "event_time_too_old"),
+        ("physical_store", -7 * DAY - 1, None),
+        ("physical_store", -62 * DAY, None),
+        ("physical_store", -62 * DAY - 1, "event_time_too_old"),
+        ("physical_store", 61, "event_time_in_future"),
+    ],
+)
+def test_event_time_edges(action_source: str, offset_s: int, code: str | None) -> None:
+    ev = server_event(action_source=action_source, event_time=int(EXACT) + offset_s)
+    r = run("server", server_message(ev, received_at=EXACT))
+    if code is None:
+        assert r.dead_letters == [] and len(r.conversions) == 1
+    else:
+        assert codes_of(r) == [[code]]
+
+
+def test_event_time_edges_with_a_fractional_received_at() -> None:
+    # received_at ...000.5: +60 s is ...060.5, so ...060 is inside and ...061 outside
+    for offset_s, ok in ((60, True), (61, False)):
+        ev = server_event(event_time=int(RECEIVED_AT) + offset_s)
+        assert len(run("server", server_message(ev)).conversions) == int(ok)
+
+
+# --- insufficient_customer_information (SPEC §3) --------------------------------------------
+
+DB = "1997-02-16"
+
+
+@pytest.mark.parametrize(
+    ("action_source", "user_data"),
+    [
+        ("website", {"db": DB, "client_user_agent": UA}),
+        ("system_generated", {"db": DB}),
+        ("system_generated", {"fn": "Ann", "ge": "f"}),
+        ("system_generated", {"ln": "Lee", "ge": "female"}),
+        ("system_generated", {"ge": "f"}),
+        ("system_generated", {"fn": "Ann"}),
+        ("website", {"client_user_agent": UA, "ct": "Paris", "st": "Île-de-France", "ge": "f"}),
+        ("system_generated", {}),
+        # nothing usable left after normalization: every value is dropped
+        ("system_generated", {"em": "not-an-email", "ph": "12", "country": "Narnia"}),
+        ("system_generated", {"em": "  ", "db": "1997-02-30"}),
+        # what is left after normalization is a weak set
+        ("system_generated", {"em": "no-at-sign", "fn": "Ann", "ge": "f"}),
+    ],
+)
+def test_weak_or_empty_customer_information_is_rejected(
+    action_source: str, user_data: dict[str, str]
+) -> None:
+    ev = server_event(
+        action_source=action_source, user_data=user_data, event_source_url="https://x.example/"
+    )
+    r = run("server", server_message(ev))
+    assert r.conversions == []
+    (dl,) = r.dead_letters
+    assert [(e["code"], e["field"]) for e in dl["errors"]] == [
+        ("insufficient_customer_information", "user_data")
+    ]
+
+
+@pytest.mark.parametrize(
+    "user_data",
+    [
+        {"fn": "Ann", "ln": "Lee", "ge": "f"},  # {fn, ln, ge} is inside no single weak set
+        {"db": DB, "fn": "Ann"},
+        {"db": DB, "ge": "f"},
+        {"em": "ann@example.org"},
+        {"fbp": "fb.1.1795300000000.123456"},
+        {"em": "no-at-sign", "ph": "+1 650 555 1212"},  # em dropped, ph left
+    ],
+)
+def test_sets_outside_the_weak_ones_are_accepted(user_data: dict[str, str]) -> None:
+    ev = server_event(action_source="system_generated", user_data=user_data)
+    r = run("server", server_message(ev))
+    assert r.dead_letters == [] and len(r.conversions) == 1
