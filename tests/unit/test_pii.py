@@ -43,28 +43,15 @@ def fullwidth(ascii_text: str) -> str:
 
 
 def test_key_sets() -> None:
-    assert (
-        frozenset({"em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id"})
-        == HASHED_KEYS
-    )
-    assert (
-        frozenset(
-            {
-                "client_ip_address",
-                "client_user_agent",
-                "fbc",
-                "fbp",
-                "subscription_id",
-                "fb_login_id",
-                "lead_id",
-                "anon_id",
-                "madid",
-                "page_id",
-                "ctwa_clid",
-            }
-        )
-        == PLAIN_KEYS
-    )
+    assert frozenset(
+        {"em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id"}
+    ) == HASHED_KEYS
+    assert frozenset(
+        {
+            "client_ip_address", "client_user_agent", "fbc", "fbp", "subscription_id",
+            "fb_login_id", "lead_id", "anon_id", "madid", "page_id", "ctwa_clid",
+        }
+    ) == PLAIN_KEYS
     assert not HASHED_KEYS & PLAIN_KEYS
     assert NUMERIC_KEYS <= HASHED_KEYS
     assert UNKNOWN_KEY not in HASHED_KEYS | PLAIN_KEYS
@@ -74,31 +61,15 @@ def test_key_sets() -> None:
 # --- Meta's published digests (SPEC §5) ------------------------------------------------------
 
 META_DIGESTS = [
-    (
-        "em",
-        " John_Smith@gmail.com ",
-        "john_smith@gmail.com",
-        "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f",
-    ),
-    (
-        "ph",
-        "+1 (650) 555-1212",
-        "16505551212",
-        "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176",
-    ),
+    ("em", " John_Smith@gmail.com ", "john_smith@gmail.com",
+     "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"),
+    ("ph", "+1 (650) 555-1212", "16505551212",
+     "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"),
     ("fn", "Mary", "mary", "6915771be1c5aa0c886870b6951b03d7eafc121fea0e80a5ea83beb7c449f4ec"),
-    (
-        "db",
-        "2/16/1997",
-        "19970216",
-        "01acdbf6ec7b4f478a225f1a246e5d6767eeab1a7ffa17f025265b5b94f40f0c",
-    ),
-    (
-        "country",
-        "United States",
-        "us",
-        "79adb2a2fce5c6ba215fe5f27f532d4e7edbac4b6a5e09e1ef3a08084a904621",
-    ),
+    ("db", "2/16/1997", "19970216",
+     "01acdbf6ec7b4f478a225f1a246e5d6767eeab1a7ffa17f025265b5b94f40f0c"),
+    ("country", "United States", "us",
+     "79adb2a2fce5c6ba215fe5f27f532d4e7edbac4b6a5e09e1ef3a08084a904621"),
 ]
 
 
@@ -493,7 +464,9 @@ def test_63_and_65_hex_are_not_hashed() -> None:
 
 
 def test_numbers_accepted_for_numeric_keys() -> None:
-    r = hash_user_data({"ph": 16505551212, "zp": 94035, "db": 19970216, "external_id": [42, "42"]})
+    r = hash_user_data(
+        {"ph": 16505551212, "zp": 94035, "db": 19970216, "external_id": [42, "42"]}
+    )
     assert r.errors == ()
     assert r.user_data == {
         "ph": [h("16505551212")],
@@ -542,10 +515,7 @@ def test_invalid_elements_removed_valid_ones_kept() -> None:
 def test_errors_one_per_key_sorted() -> None:
     r = hash_user_data({"zp": 1.5, "country": 3.0, "em": [1.0, 2.0], "fbp": 5})
     assert [e.field for e in r.errors] == [
-        "user_data.country",
-        "user_data.em",
-        "user_data.fbp",
-        "user_data.zp",
+        "user_data.country", "user_data.em", "user_data.fbp", "user_data.zp",
     ]
 
 
@@ -595,11 +565,7 @@ def test_warnings_distinct_and_sorted() -> None:
         {"zzz": 1, "em": ["bad", "worse"], "ph": "12", "aaa": 2, "ge": "x", "db": "never"}
     )
     assert r.warnings == (
-        "dropped_db",
-        "dropped_em",
-        "dropped_ge",
-        "dropped_ph",
-        "dropped_unknown_user_data_key",
+        "dropped_db", "dropped_em", "dropped_ge", "dropped_ph", "dropped_unknown_user_data_key",
     )
     assert r.dropped == {"em": 2, "ph": 1, "ge": 1, "db": 1, UNKNOWN_KEY: 2}
 
@@ -635,37 +601,14 @@ def test_lone_surrogate_is_dropped_not_raised() -> None:
 MARKED = st.text(min_size=0, max_size=30).map(lambda s: f"⟦{s}⟧")
 REALISTIC = st.sampled_from(
     [
-        "John_Smith@Gmail.com",
-        "+1 (650) 555-1212",
-        "6505551212",
-        "Mary",
-        "O'Connor",
-        "Female",
-        "m",
-        "2/16/1997",
-        "1997-02-16",
-        "Menlo Park",
-        "California",
-        "Québec",
-        "94035-1234",
-        "M1 1AE",
-        "United States",
-        "USA",
-        "de",
-        "cust-42",
-        "",
-        h("x").upper(),
-        h("y"),
-        "d41d8cd98f00b204e9800998ecf8427e",
+        "John_Smith@Gmail.com", "+1 (650) 555-1212", "6505551212", "Mary", "O'Connor",
+        "Female", "m", "2/16/1997", "1997-02-16", "Menlo Park", "California", "Québec",
+        "94035-1234", "M1 1AE", "United States", "USA", "de", "cust-42", "",
+        h("x").upper(), h("y"), "d41d8cd98f00b204e9800998ecf8427e",
     ]
 )
 SCALAR = st.one_of(
-    MARKED,
-    REALISTIC,
-    st.text(max_size=20),
-    st.integers(),
-    st.floats(),
-    st.booleans(),
+    MARKED, REALISTIC, st.text(max_size=20), st.integers(), st.floats(), st.booleans(),
     st.none(),
 )
 VALUE = st.one_of(
@@ -752,13 +695,8 @@ def test_no_raw_value_in_result(ud: dict[str, object], region: str | None) -> No
                 assert repr(v)[1:-1] not in text
 
 
-@given(
-    HASHED_KEY,
-    st.text(max_size=40),
-    st.one_of(st.none(), st.sampled_from(["us", "ca"])),
-    REGION,
-    YEAR,
-)
+@given(HASHED_KEY, st.text(max_size=40), st.one_of(st.none(), st.sampled_from(["us", "ca"])),
+       REGION, YEAR)
 def test_normalize_never_raises(
     key: str, value: str, country: str | None, region: str | None, year: int | None
 ) -> None:
