@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,20 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topic_specs(s: Settings, names: Iterable[str]) -> dict[str, tuple[int, dict[str, str]]]:
+    """(partitions, configs) of topics the CLI creates: the catalog is compacted.
+
+    They are created with ``ensure_topics``, which waits until the broker's metadata shows
+    them: a producer that asks for a topic too early gets aiokafka's error log "Topic ...
+    not found in cluster metadata" (and retries), which a newcomer should not see."""
+    return {
+        n: (s.partitions, {"cleanup.policy": "compact"} if n == s.topics.catalog else {})
+        for n in names
+    }
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
-    from agents.kafka_io import create_topics, produce
+    from agents.kafka_io import ensure_topics, produce
 
     s = _settings(args)
     try:
@@ -121,7 +134,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         raise SettingsError(f"cannot read {args.file}: {e.strerror}") from None
 
     async def run() -> int:
-        await create_topics(s, [args.topic])
+        await ensure_topics(s, _topic_specs(s, [args.topic]))
         return await produce(s, args.topic, lines)
 
     n = asyncio.run(run())
@@ -173,7 +186,7 @@ def send_requests(base_url: str, reqs: list[Any], timeout: float = 15.0) -> list
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agents.kafka_io import create_topics, end_offsets, produce, read
+    from agents.kafka_io import end_offsets, ensure_topics, produce, read
 
     s = _settings(args)
     t = s.topics
@@ -188,7 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ads = [ln for ln in (EXAMPLES / "ads_catalog.jsonl").read_bytes().splitlines() if ln.strip()]
 
     async def setup() -> dict[str, dict[int, int]]:
-        await create_topics(s, [t.pixel_raw, t.server_raw, t.catalog, *outs])
+        await ensure_topics(s, _topic_specs(s, [t.pixel_raw, t.server_raw, t.catalog, *outs]))
         # the catalog (compacted, keyed by ad id) is loaded before the worker is ready
         await produce(s, t.catalog, ads, [json.loads(a)["ad_id"].encode() for a in ads])
         return {o: await end_offsets(s, o) for o in outs}

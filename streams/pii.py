@@ -248,7 +248,10 @@ _DB_FORMATS: Final[tuple[tuple[re.Pattern[str], tuple[int, int, int]], ...]] = (
     # (pattern, positions of year, month, day among the groups)
     (re.compile(r"(\d{4})(\d{2})(\d{2})", re.ASCII), (0, 1, 2)),  # YYYYMMDD
     (re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})", re.ASCII), (0, 1, 2)),  # YYYY-MM-DD
+    (re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})", re.ASCII), (0, 1, 2)),  # YYYY/MM/DD
+    (re.compile(r"(\d{4})\.(\d{1,2})\.(\d{1,2})", re.ASCII), (0, 1, 2)),  # YYYY.MM.DD
     (re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})", re.ASCII), (2, 0, 1)),  # MM/DD/YYYY
+    (re.compile(r"(\d{1,2})-(\d{1,2})-(\d{4})", re.ASCII), (2, 0, 1)),  # MM-DD-YYYY
     (re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})", re.ASCII), (2, 1, 0)),  # DD.MM.YYYY
 )
 

@@ -61,6 +61,33 @@ def _event_time(ts: str | None, received_at: float) -> tuple[int, bool]:
     return int(received_at), True
 
 
+# Limited Data Use as the pixel sends it (fbq('dataProcessingOptions', ['LDU'], 1, 1000)):
+# the CAPI fields of the same meaning (SPEC §2.1).
+LDU_PARAMS: Final = (
+    ("dpoco", "data_processing_options_country"),
+    ("dpost", "data_processing_options_state"),
+)
+_MAX_LDU_DIGITS: Final = 9
+
+
+def _data_processing_options(params: dict[str, str], event: dict[str, Any]) -> None:
+    """``dpo`` (comma-separated options), ``dpoco`` and ``dpost`` (integers) → the CAPI
+    fields. A code that is not an integer is kept as text so validation rejects the hit
+    (``invalid_type``) instead of sending it with less restriction than it asked for."""
+    dpo = params.get("dpo")
+    if dpo is not None:
+        event["data_processing_options"] = [o for o in (x.strip() for x in dpo.split(",")) if o]
+    for param, key in LDU_PARAMS:
+        v = params.get(param)
+        t = "" if v is None else v.strip()
+        if not t:
+            continue  # not given (or blank): Meta geolocates
+        if t.isascii() and t.isdigit() and len(t) <= _MAX_LDU_DIGITS:
+            event[key] = int(t)
+        else:
+            event[key] = t
+
+
 def parse(value: bytes) -> Parsed:
     obj, errors = decode_object(value)
     if obj is None:
@@ -116,6 +143,7 @@ def parse(value: bytes) -> Parsed:
         event["event_source_url"] = params["dl"]
     if params.get("rl"):
         event["referrer_url"] = params["rl"]
+    _data_processing_options(params, event)
     raw = RawEvent(
         source="browser",
         index=None,

@@ -2,7 +2,8 @@
 
 Weights are ours (Meta does not publish its Event Match Quality formula) and follow
 Meta's guidance on which keys match best: fbc and em highest, then phone and stable
-ids, then the browser pair, then the weak demographic keys. The sum is capped at 10.
+ids, then the browser pair, then the weak demographic keys. The sum is capped at 10 and
+rounded half up to one decimal.
 """
 
 from __future__ import annotations
@@ -35,12 +36,16 @@ WEIGHTS: Final[Mapping[str, float]] = {
     "ge": 0.1,
 }
 MAX_SCORE: Final = 10.0
+# The weights in hundredths: sums are exact, so a score such as 1.55 (anon_id + ip +
+# country) is rounded half up to 1.6 whatever the keys' order, not by float luck.
+_HUNDREDTHS: Final[Mapping[str, int]] = {k: round(w * 100) for k, w in WEIGHTS.items()}
+_MAX_HUNDREDTHS: Final = round(MAX_SCORE * 100)
 
 
 def _score(present: tuple[str, ...]) -> tuple[float, tuple[str, ...]]:
     keys = sorted(k for k in present if k in WEIGHTS)
-    score = min(MAX_SCORE, sum(WEIGHTS[k] for k in keys))
-    return round(score, 1), tuple(keys)
+    hundredths = min(_MAX_HUNDREDTHS, sum(_HUNDREDTHS[k] for k in keys))
+    return (hundredths + 5) // 10 / 10, tuple(keys)  # one decimal, half up
 
 
 # Events come in a few shapes of user_data keys: the score of each shape is computed once.

@@ -191,18 +191,49 @@ def _custom_data(ev: Mapping[str, Any], event_name: str | None, c: Checked) -> N
     else:
         out["currency"] = currency.strip().upper()
     contents = cd.get("contents")
-    if contents is not None and not (
-        isinstance(contents, list)
-        and all(isinstance(x, dict) and x.get("id") not in (None, "") for x in contents)
-    ):
-        c.errors.append(
-            Error(
-                codes.INVALID_CONTENTS,
-                "custom_data.contents",
-                "contents must be a list of objects, each with an id",
-            )
+    if contents is not None:
+        ids = (
+            [_product_id(x.get("id")) if isinstance(x, dict) else None for x in contents]
+            if isinstance(contents, list)
+            else [None]
         )
+        if None in ids or any(i == "" for i in ids):
+            c.errors.append(
+                Error(
+                    codes.INVALID_CONTENTS,
+                    "custom_data.contents",
+                    "contents must be a list of objects, each with a string or number id",
+                )
+            )
+        else:
+            out["contents"] = [{**x, "id": i} for x, i in zip(contents, ids, strict=True)]
+    content_ids = cd.get("content_ids")
+    if content_ids is not None:
+        items = content_ids if isinstance(content_ids, list) else [content_ids]
+        strs = [_product_id(x) for x in items]
+        if None in strs:
+            c.errors.append(
+                Error(
+                    codes.INVALID_TYPE,
+                    "custom_data.content_ids",
+                    "content_ids must be a list of strings or numbers",
+                )
+            )
+        else:
+            out["content_ids"] = strs
     c.custom_data = out
+
+
+def _product_id(v: Any) -> str | None:
+    """A product id as CAPI wants it (SPEC §7): a string, numbers converted (``7`` and
+    ``7.0`` → ``"7"``, ``1.5`` → ``"1.5"``). None for anything else (bool, null, objects)."""
+    if isinstance(v, str):
+        return v
+    if _is_int(v):
+        return str(v)
+    if isinstance(v, float) and math.isfinite(v):
+        return str(int(v)) if v.is_integer() else repr(v)
+    return None
 
 
 def match_keys(user_data: Mapping[str, Any]) -> frozenset[str]:
@@ -212,6 +243,11 @@ def match_keys(user_data: Mapping[str, Any]) -> frozenset[str]:
 
 
 _WEAK_KEYS: Final = frozenset().union(*WEAK_KEY_SETS)
+# Limited Data Use codes: (event field, the pixel parameter it comes from)
+_LDU_CODES: Final = (
+    ("data_processing_options_country", "dpoco"),
+    ("data_processing_options_state", "dpost"),
+)
 
 
 def customer_information(keys: frozenset[str]) -> Error | None:
@@ -282,6 +318,11 @@ def check(
         c.errors.append(
             Error(codes.INVALID_TYPE, "data_processing_options", "must be a list of strings")
         )
+    for key, param in _LDU_CODES:
+        v = ev.get(key)
+        if v is not None and not _is_int(v):
+            where = param if raw.source == "browser" else key
+            c.errors.append(Error(codes.INVALID_TYPE, where, "must be an integer"))
     if raw.test_event_code is not None and not isinstance(raw.test_event_code, str):
         c.errors.append(Error(codes.INVALID_TYPE, "test_event_code", "must be a string"))
     if isinstance(ev.get("user_data"), dict):

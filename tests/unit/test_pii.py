@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import calendar
+import datetime
 import hashlib
 import re
 import unicodedata
@@ -157,8 +159,26 @@ NORMALIZE_CASES: list[tuple[str, str, str | None]] = [
     ("db", "1997-02-30", None),
     ("db", "1900-02-29", None),
     ("db", "13/01/1997", None),  # MM/DD: month 13
-    ("db", "1997/02/16", None),
-    ("db", "16-02-1997", None),
+    ("db", "1997/02/16", "19970216"),
+    ("db", "1997/2/6", "19970206"),
+    ("db", "1997.02.16", "19970216"),
+    ("db", "1997.2.6", "19970206"),
+    ("db", "02-16-1997", "19970216"),
+    ("db", "2-6-1997", "19970206"),
+    ("db", "02-29-2000", "20000229"),  # leap year (divisible by 400)
+    ("db", "2024/02/29", "20240229"),  # leap year
+    ("db", "2023/02/29", None),  # not a leap year
+    ("db", "1900.02.29", None),  # divisible by 100, not by 400: no Feb 29
+    ("db", "02-30-1997", None),  # Feb 30 does not exist
+    ("db", "1997/02/30", None),
+    ("db", "1997.04.31", None),  # April has 30 days
+    ("db", "1997/13/01", None),
+    ("db", "1997.00.10", None),
+    ("db", "00-10-1997", None),
+    ("db", "12-31-1899", None),  # before 1900
+    ("db", "16-02-1997", None),  # DD-MM-YYYY is not a format: month 16
+    ("db", "1997-02/16", None),  # mixed separators
+    ("db", "97/02/16", None),
     ("db", "Feb 16 1997", None),
     ("db", "19971316", None),
     # ct
@@ -283,6 +303,38 @@ def test_nanp_fast_path_matches_phonenumbers(region: str, number: str, prefix: s
     assume(phonenumbers.is_valid_number(parsed))
     expected = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)[1:]
     assert normalize("ph", prefix + number, default_phone_country=region) == expected
+
+
+DB_LAYOUTS = (
+    "{y:04d}{m:02d}{d:02d}",
+    "{y:04d}-{m:02d}-{d:02d}",
+    "{y:04d}/{m:02d}/{d:02d}",
+    "{y:04d}.{m:02d}.{d:02d}",
+    "{m:02d}/{d:02d}/{y:04d}",
+    "{m:02d}-{d:02d}-{y:04d}",
+    "{d:02d}.{m:02d}.{y:04d}",
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dates(datetime.date(1900, 1, 1), datetime.date(2026, 12, 31)), st.sampled_from(DB_LAYOUTS)
+)
+def test_db_every_real_date_in_every_format(day: datetime.date, layout: str) -> None:
+    raw = layout.format(y=day.year, m=day.month, d=day.day)
+    assert normalize("db", raw, this_year=2026) == day.strftime("%Y%m%d")
+
+
+@pytest.mark.parametrize("layout", DB_LAYOUTS)
+def test_db_day_past_the_end_of_the_month_is_dropped(layout: str) -> None:
+    # leap rules: 1900 (by 100, not 400) and 2023 are common years, 2000 and 2024 leap years
+    for year in (1900, 2000, 2023, 2024):
+        for month in range(1, 13):
+            last = calendar.monthrange(year, month)[1]
+            assert normalize("db", layout.format(y=year, m=month, d=last), this_year=2026)
+            for day in range(last + 1, 33):
+                raw = layout.format(y=year, m=month, d=day)
+                assert normalize("db", raw, this_year=2026) is None, raw
 
 
 @pytest.mark.parametrize(
@@ -580,7 +632,7 @@ def _hashed_values(result: PiiResult) -> list[str]:
     return out
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(USER_DATA, REGION, YEAR)
 def test_outputs_are_lowercase_sha256_sorted_distinct(
     ud: dict[str, object], region: str | None, year: int | None
@@ -605,7 +657,7 @@ def test_outputs_are_lowercase_sha256_sorted_distinct(
         assert set(counts) <= HASHED_KEYS | {UNKNOWN_KEY}
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(USER_DATA, REGION, YEAR)
 def test_idempotent(ud: dict[str, object], region: str | None, year: int | None) -> None:
     first = hash_user_data(ud, default_phone_country=region, this_year=year)
@@ -618,7 +670,7 @@ def test_idempotent(ud: dict[str, object], region: str | None, year: int | None)
     assert sum(second.prehashed.values()) == len(_hashed_values(first))
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     st.dictionaries(
         st.one_of(HASHED_KEY, MARKED),

@@ -196,6 +196,16 @@ def test_every_pixel_hit_example_is_valid() -> None:
         assert_valid("pixel_hit", json.loads(line), f"pixel_hits.jsonl line {n}")
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["id=1&ev=X&dpo=LDU&dpoco=1&dpost=1000", "id=1&ev=X&dpo=LDU&dpoco=0&dpost=0", "id=1&ev=X&dpo="],
+)
+def test_pixel_hit_schema_accepts_limited_data_use(query: str) -> None:
+    assert_valid("pixel_hit", {"received_at": 1795400000.0, "query": query}, query)
+    params = dict(p.split("=") for p in query.split("&"))
+    assert_valid("pixel_hit", {"received_at": 1795400000.0, "params": params}, query)
+
+
 def test_server_event_examples_valid_except_the_deliberately_broken_ones() -> None:
     lines = jsonl("server_events.jsonl")
     assert len(lines) == 5
@@ -226,6 +236,22 @@ def test_server_event_examples_valid_except_the_deliberately_broken_ones() -> No
         (
             {"received_at": 1795400000.0, "query": "id=1&ev=X", "params": {"id": "1", "ev": "X"}},
             "both query and params",
+        ),
+        (
+            {"received_at": 1795400000.0, "params": {"id": "1", "ev": "X", "dpoco": "US"}},
+            "LDU country not an integer (params)",
+        ),
+        (
+            {"received_at": 1795400000.0, "params": {"id": "1", "ev": "X", "dpost": "-1"}},
+            "LDU state not an integer (params)",
+        ),
+        (
+            {"received_at": 1795400000.0, "query": "id=1&ev=X&dpo=LDU&dpoco=US"},
+            "LDU country not an integer (query)",
+        ),
+        (
+            {"received_at": 1795400000.0, "query": "id=1&dpost=CA&ev=X"},
+            "LDU state not an integer (query)",
         ),
     ],
 )
@@ -298,6 +324,17 @@ def test_every_real_dead_letter_is_valid(outputs: dict[str, list[dict[str, Any]]
     assert outputs["dead_letter"]
     for rec in outputs["dead_letter"]:
         assert_valid("dead_letter", rec, f"dead letter at offset {rec.get('offset')}")
+
+
+def test_limited_data_use_of_the_example_hit_reaches_its_conversion(
+    outputs: dict[str, list[dict[str, Any]]],
+) -> None:
+    # pixel_hits.jsonl line 3 says dpo=LDU&dpoco=1&dpost=1000 (SPEC §2.1)
+    (vc,) = [c for c in outputs["conversion"] if c["event_id"] == "vc-9"]
+    assert vc["data_processing_options"] == ["LDU"]
+    assert vc["data_processing_options_country"] == 1
+    assert vc["data_processing_options_state"] == 1000
+    assert_valid("conversion", vc)
 
 
 def test_dead_letters_are_exactly_what_the_input_schema_rejects(
@@ -390,6 +427,13 @@ CONVERSION_MUTATIONS: list[tuple[str, Mutation, list[Any]]] = [
     ("bad dedup method", _set("dedup.method", "ip"), ["dedup", "method"]),
     ("negative duplicates", _set("dedup.duplicates", -1), ["dedup", "duplicates"]),
     ("pixel id not digits", _set("pixel_id", "px-1"), ["pixel_id"]),
+    ("numeric content id", _set("custom_data.content_ids", [7]), ["custom_data", "content_ids", 0]),
+    ("bare content_ids", _set("custom_data.content_ids", "sku-1"), ["custom_data", "content_ids"]),
+    (
+        "numeric contents id",
+        _set("custom_data.contents", [{"id": 7}]),
+        ["custom_data", "contents", 0, "id"],
+    ),
 ]
 
 
@@ -646,7 +690,10 @@ _custom_data = st.fixed_dictionaries(
             ),
             max_size=2,
         ),
-        "content_ids": st.lists(_text, max_size=2),
+        "content_ids": st.one_of(
+            st.lists(st.one_of(_text, st.integers(0, 10**12), st.just(7.0)), max_size=2),
+            st.sampled_from(["sku-1", 42]),
+        ),
         "order_id": _text,
     },
 )
@@ -745,6 +792,9 @@ _hit_params = st.fixed_dictionaries(
         "fbp": st.just("fb.1.1795300000000.123456"),
         "fbc": st.sampled_from(["fb.1.1795390000000.XyZ", ""]),
         "rl": _text,
+        "dpo": st.sampled_from(["LDU", "", "LDU,"]),
+        "dpoco": st.sampled_from(["0", "1", "US", ""]),
+        "dpost": st.sampled_from(["0", "1000", "x"]),
     },
 )
 _pixel_hit = st.fixed_dictionaries(

@@ -49,6 +49,37 @@ def test_valid_purchase_becomes_a_conversion() -> None:
         ({"user_data": ["em"]}, "invalid_type", "user_data"),
         ({"custom_data": "cheap"}, "invalid_type", "custom_data"),
         ({"opt_out": "no"}, "invalid_type", "opt_out"),
+        (
+            {"data_processing_options": ["LDU"], "data_processing_options_country": "1"},
+            "invalid_type",
+            "data_processing_options_country",
+        ),
+        (
+            {"data_processing_options": ["LDU"], "data_processing_options_state": True},
+            "invalid_type",
+            "data_processing_options_state",
+        ),
+        ({"data_processing_options": "LDU"}, "invalid_type", "data_processing_options"),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "content_ids": [True]}},
+            "invalid_type",
+            "custom_data.content_ids",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "content_ids": [None]}},
+            "invalid_type",
+            "custom_data.content_ids",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "content_ids": {"id": "a"}}},
+            "invalid_type",
+            "custom_data.content_ids",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "contents": [{"id": True}]}},
+            "invalid_contents",
+            "custom_data.contents",
+        ),
         ({"action_source": "carrier_pigeon"}, "invalid_action_source", "action_source"),
         ({"event_time": int(RECEIVED_AT) - 7 * DAY - 1}, "event_time_too_old", "event_time"),
         ({"event_time": int(RECEIVED_AT) + 61}, "event_time_in_future", "event_time"),
@@ -224,3 +255,129 @@ def test_malformed_messages(value: bytes) -> None:
     r = run("server", value)
     assert codes_of(r) == [["malformed_message"]]
     assert r.dead_letters[0]["event"] is None
+
+
+def test_server_limited_data_use_is_kept() -> None:
+    ev = server_event(
+        data_processing_options=["LDU"],
+        data_processing_options_country=0,
+        data_processing_options_state=0,
+    )
+    (c,) = run("server", server_message(ev)).conversions
+    assert c["data_processing_options"] == ["LDU"]
+    assert (c["data_processing_options_country"], c["data_processing_options_state"]) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("content_ids", "expected"),
+    [
+        (["sku-1", "sku-2"], ["sku-1", "sku-2"]),
+        ([123, "sku-1", 7.0, 1.5], ["123", "sku-1", "7", "1.5"]),
+        ("sku-1", ["sku-1"]),
+        (42, ["42"]),
+        ([], []),
+    ],
+)
+def test_content_ids_are_always_a_list_of_strings(content_ids: Any, expected: list[str]) -> None:
+    cd = {"value": 1, "currency": "EUR", "content_ids": content_ids}
+    (c,) = run("server", server_message(server_event(custom_data=cd))).conversions
+    assert c["custom_data"]["content_ids"] == expected
+
+
+def test_contents_ids_are_strings_other_fields_kept() -> None:
+    contents = [{"id": 7, "quantity": 2, "item_price": 9.5}, {"id": "sku-2"}, {"id": 8.0}]
+    cd = {"value": 1, "currency": "EUR", "contents": contents}
+    (c,) = run("server", server_message(server_event(custom_data=cd))).conversions
+    assert c["custom_data"]["contents"] == [
+        {"id": "7", "quantity": 2, "item_price": 9.5},
+        {"id": "sku-2"},
+        {"id": "8"},
+    ]
+
+
+# --- exact time edges (SPEC §3): 60 s ahead, 7 days back, 62 days for physical_store ------
+
+EXACT = 1795400000.0  # a received_at in whole seconds, so each edge is one second wide
+
+
+@pytest.mark.parametrize(
+    ("action_source", "offset_s", "code"),
+    [
+        ("website", 60, None),
+        ("website", 61, "event_time_in_future"),
+        ("website", -7 * DAY, None),
+        ("website", -7 * DAY - 1, "event_time_too_old"),
+        ("physical_store", -7 * DAY - 1, None),
+        ("physical_store", -62 * DAY, None),
+        ("physical_store", -62 * DAY - 1, "event_time_too_old"),
+        ("physical_store", 61, "event_time_in_future"),
+    ],
+)
+def test_event_time_edges(action_source: str, offset_s: int, code: str | None) -> None:
+    ev = server_event(action_source=action_source, event_time=int(EXACT) + offset_s)
+    r = run("server", server_message(ev, received_at=EXACT))
+    if code is None:
+        assert r.dead_letters == [] and len(r.conversions) == 1
+    else:
+        assert codes_of(r) == [[code]]
+
+
+def test_event_time_edges_with_a_fractional_received_at() -> None:
+    # received_at ...000.5: +60 s is ...060.5, so ...060 is inside and ...061 outside
+    for offset_s, ok in ((60, True), (61, False)):
+        ev = server_event(event_time=int(RECEIVED_AT) + offset_s)
+        assert len(run("server", server_message(ev)).conversions) == int(ok)
+
+
+# --- insufficient_customer_information (SPEC §3) --------------------------------------------
+
+DB = "1997-02-16"
+
+
+@pytest.mark.parametrize(
+    ("action_source", "user_data"),
+    [
+        ("website", {"db": DB, "client_user_agent": UA}),
+        ("system_generated", {"db": DB}),
+        ("system_generated", {"fn": "Ann", "ge": "f"}),
+        ("system_generated", {"ln": "Lee", "ge": "female"}),
+        ("system_generated", {"ge": "f"}),
+        ("system_generated", {"fn": "Ann"}),
+        ("website", {"client_user_agent": UA, "ct": "Paris", "st": "Île-de-France", "ge": "f"}),
+        ("system_generated", {}),
+        # nothing usable left after normalization: every value is dropped
+        ("system_generated", {"em": "not-an-email", "ph": "12", "country": "Narnia"}),
+        ("system_generated", {"em": "  ", "db": "1997-02-30"}),
+        # what is left after normalization is a weak set
+        ("system_generated", {"em": "no-at-sign", "fn": "Ann", "ge": "f"}),
+    ],
+)
+def test_weak_or_empty_customer_information_is_rejected(
+    action_source: str, user_data: dict[str, str]
+) -> None:
+    ev = server_event(
+        action_source=action_source, user_data=user_data, event_source_url="https://x.example/"
+    )
+    r = run("server", server_message(ev))
+    assert r.conversions == []
+    (dl,) = r.dead_letters
+    assert [(e["code"], e["field"]) for e in dl["errors"]] == [
+        ("insufficient_customer_information", "user_data")
+    ]
+
+
+@pytest.mark.parametrize(
+    "user_data",
+    [
+        {"fn": "Ann", "ln": "Lee", "ge": "f"},  # {fn, ln, ge} is inside no single weak set
+        {"db": DB, "fn": "Ann"},
+        {"db": DB, "ge": "f"},
+        {"em": "ann@example.org"},
+        {"fbp": "fb.1.1795300000000.123456"},
+        {"em": "no-at-sign", "ph": "+1 650 555 1212"},  # em dropped, ph left
+    ],
+)
+def test_sets_outside_the_weak_ones_are_accepted(user_data: dict[str, str]) -> None:
+    ev = server_event(action_source="system_generated", user_data=user_data)
+    r = run("server", server_message(ev))
+    assert r.dead_letters == [] and len(r.conversions) == 1
