@@ -375,6 +375,9 @@ class StatefulStage:
             batch.tally[self.expired_counter,] += expired
         body.end()
         gate.record(progress, state)  # last: the state it covers comes first
+        # counts are published before the outputs can be read (a reader that saw an
+        # output sees its batch counted; a crash from here on counts the batch again)
+        batch.tally.flush()
         await out.send_all(batch.items, batch.partitions)
         # the changelog must hold this batch's state and progress before the offsets can
         # be committed: else a new owner (rebalance, restart) resumes past an emitted
@@ -383,7 +386,6 @@ class StatefulStage:
         last = await out.send_last_offsets(changelog, partitions)
         state.write_local(last)
         await gate.finish(progress)
-        batch.tally.flush()
         metrics.BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - t0)
         metrics.BATCH_SIZE.labels(self.name).observe(decided)
 

@@ -242,6 +242,9 @@ def test_48h_edge_on_the_broker(make_settings, start_worker, kafka) -> None:
         ("edge", t),
         ("edge", t + window + 1),
     ]
+    # a batch's counts are published after its changelog is acked, a moment after its
+    # outputs can be read
+    w.wait_metric("convstream_dedup_late_duplicates_total", 1, timeout=30)
     assert w.metric("convstream_duplicates_total") == 1
     assert w.metric("convstream_dedup_late_duplicates_total") == 1
 
