@@ -14,21 +14,11 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from streams import records
 from streams.settings import Forward
 
 # SPEC §7: the fields a conversion record has that a CAPI server event does not.
-CONVSTREAM_ONLY: Final = frozenset(
-    {
-        "conversion_id",
-        "pixel_id",
-        "sources",
-        "dedup",
-        "match_quality",
-        "warnings",
-        "received_at",
-        "emitted_at",
-    }
-)
+CONVSTREAM_ONLY: Final = frozenset(records.CONVSTREAM_FIELDS)
 REQUEST_LEVEL: Final = frozenset({"test_event_code"})
 _NOT_SENT: Final = CONVSTREAM_ONLY | REQUEST_LEVEL
 MAX_EVENTS: Final = 1000  # CAPI: at most 1000 events per request

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from streams import records
+from streams.align import received_at as _received_at
 from streams.attribution import Attributor, attribute
 from streams.catalog import Catalog
 from streams.dedupe import Deduper, DedupStage
@@ -35,17 +36,6 @@ class Line:
     # received_at of ``value`` when read_lines found one (None: none, or not looked at):
     # the file is decoded once for ordering, not again for stream time
     received_at: float | None = field(default=None, compare=False)
-
-
-def _received_at(value: bytes) -> float | None:
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    ra = obj.get("received_at") if isinstance(obj, dict) else None
-    if isinstance(ra, int | float) and not isinstance(ra, bool):
-        return float(ra)
-    return None
 
 
 def _line_received_at(line: Line) -> float | None:
