@@ -44,6 +44,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def broker_port() -> int:
+    """A free port (and the next one, for the controller) for a broker a test stops and
+    starts again: below the kernel's ephemeral range (32768+ here), so no outgoing
+    connection can take it while the broker is down."""
+    import random
+
+    while True:
+        port = random.randrange(20_000, 32_000)
+        try:
+            for p in (port, port + 1):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+
+
 @pytest.fixture
 def make_settings(bootstrap: str, tmp_path: Path) -> Callable[..., Settings]:
     """Settings with unique topics and app id for this test; keyword args override."""

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from tests.helpers import RECEIVED_AT
-from tests.integration.conftest import REPO, all_topics, free_port
+from tests.integration.conftest import REPO, all_topics, broker_port
 from tests.integration.test_dedup import server
 
 pytestmark = pytest.mark.integration
@@ -30,9 +30,7 @@ KAFKA = REPO / "deploy" / "kafka" / "kafka.sh"
 
 class Broker:
     def __init__(self, tmp: Path) -> None:
-        port = free_port()
-        while port > 65000:  # the controller listens on port + 1
-            port = free_port()
+        port = broker_port()  # it is restarted on the same port
         shared = Path(os.environ.get("KAFKA_LOCAL_DIR", REPO / ".cache" / "kafka"))
         self.env = dict(os.environ, KAFKA_LOCAL_PORT=str(port), KAFKA_LOCAL_DIR=str(tmp))
         # the jars are fetched once per checkout: reuse them instead of a second download

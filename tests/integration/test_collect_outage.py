@@ -24,7 +24,7 @@ from tests.integration.collect_helpers import (
     collector_starter,
     request,
 )
-from tests.integration.conftest import REPO, free_port
+from tests.integration.conftest import REPO, broker_port
 
 pytestmark = pytest.mark.integration
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
@@ -48,10 +48,7 @@ class OwnBroker:
     """A broker on a free port with its state under tmp_path (the jars are shared)."""
 
     def __init__(self, tmp_path: Path) -> None:
-        while True:  # the controller listens on port + 1
-            self.port = free_port()
-            if self.port < 65_000 and port_free(self.port + 1):
-                break
+        self.port = broker_port()  # it is restarted on the same port
         state = tmp_path / "kafka"
         state.mkdir()
         for libs in (REPO / ".cache" / "kafka").glob("libs-*"):
