@@ -139,6 +139,10 @@ class Ordering:
         self.lateness = lateness
         self.buffers: dict[int, Reorder] = {}
         self.clock = Clock()  # per partition: stream time for releasing buffered events
+        self.stale: set[int] = set()  # revoked: replaced when the partition is read again
+        # resumed partitions whose progress was not written since: where they read from
+        # (a batch may hold only records before it; the next batch starts there too)
+        self.resuming: dict[int, int] = {}
 
     def buffer(self, partition: int) -> Reorder:
         buf = self.buffers.get(partition)
@@ -147,19 +151,32 @@ class Ordering:
         return buf
 
     def start(self, partition: int, stored: dict[str, Any]) -> int:
+        if partition in self.stale:  # revoked since: what was buffered is in ``stored``
+            self.stale.discard(partition)
+            self.buffers.pop(partition, None)
+            self.resuming.pop(partition, None)
+            self.clock.forget(partition)
+        at = self.resuming.get(partition)
+        if at is not None:  # resumed, and no record read since: still from there
+            return at
         if partition in self.buffers or "from" not in stored:
             return int(stored["next"])
         # a partition read again from its oldest buffered record (a restart, a move)
         self.buffers[partition] = Reorder.resumed(self.lateness, stored)
-        return int(stored["from"])
+        at = self.resuming[partition] = int(stored["from"])
+        return at
 
-    def extra(self, partition: int) -> dict[str, Any]:
+    def extra(self, partition: int, next_offset: int) -> dict[str, Any]:
+        self.resuming.pop(partition, None)  # its progress is written now
         buf = self.buffers.get(partition)
-        return {} if buf is None else buf.progress()
+        return {} if buf is None else buf.progress(next_offset)
 
     def forget(self, partition: int) -> None:
-        self.buffers.pop(partition, None)
-        self.clock.forget(partition)
+        """A revoked partition. Its buffer is only marked: a batch still in flight goes on
+        with it and stores its progress from it (dropped now, that batch would buffer into
+        a new, empty one and store a progress that forgets the events buffered before);
+        the next batch that reads the partition starts from the stored progress."""
+        self.stale.add(partition)
 
 
 class DedupBody:

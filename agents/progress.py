@@ -35,8 +35,8 @@ class Resume(Protocol):
         """The offset to read ``partition`` from, given its stored progress."""
         ...
 
-    def extra(self, partition: int) -> dict[str, Any]:
-        """What to store with the partition's progress."""
+    def extra(self, partition: int, next_offset: int) -> dict[str, Any]:
+        """What to store with the partition's progress ``next_offset``."""
         ...
 
 
@@ -108,8 +108,9 @@ class InputGate:
             key = progress_key(part)
             state.pending.pop(key, None)  # re-inserted: last in the changelog
             state.event = progress.events[part]
-            extra = self.resume.extra(part) if self.resume is not None else {}
-            state[key] = {"next": progress.expected[part], **extra}
+            at = progress.expected[part]
+            extra = self.resume.extra(part, at) if self.resume is not None else {}
+            state[key] = {"next": at, **extra}
 
     async def finish(self, progress: Progress) -> None:
         """Seek partitions that were ahead back to their progress; count skipped events."""

@@ -11,9 +11,13 @@ events it precedes were already decided is *late*: decided at once, and counted.
 
 Nothing here is written to the table: the buffer survives a crash because the stage's
 input progress (streams/progress.py) does not move past the oldest record whose events
-are still buffered. After a restart the stage reads again from that record; ``through``
-(the key of the last event decided, and ``until``, the offset after the last record read
-when it was stored) tells which of the re-read events were decided already.
+are still buffered. After a restart the stage reads again from that record (``from``);
+``through`` (the key of the last event decided) and the progress's ``next`` (the record
+after the last one read) tell which of the re-read events were decided already: those
+of records before ``next`` with a key up to ``through``. A worker that dies again while
+it is still reading again what its predecessor had read must pass that knowledge on, so
+the progress also keeps the older ``(next, through)`` pairs that reach beyond its own
+``next`` (``replayed``; usually none, one after a crash during a catch-up).
 
 An event's key is ``(received_at, offset, index)``: its record's offset on the internal
 topic and its place in the record's group make it unique and the same on every read.
@@ -32,17 +36,18 @@ Key = tuple[float, int, int]
 class Reorder:
     lateness: float
     through: Key | None = None  # the last event decided (released or late)
-    replay_until: int = 0  # records below this offset were read before a restart
-    replay_through: Key | None = None  # ... and their events up to this key decided
+    # from before restarts: (until, through) = events of the records before ``until``
+    # with a key up to ``through`` were decided (ordered by ``until``)
+    replayed: list[tuple[int, Key]] = field(default_factory=list)
     _heap: list[tuple[Key, dict[str, Any]]] = field(default_factory=list)
 
     def push(self, rec: dict[str, Any], offset: int, index: int) -> str:
         """Buffer one event: ``"buffered"``, ``"late"`` (decide it now: it precedes an
         event already decided) or ``"done"`` (decided before a restart: skip it)."""
         key: Key = (rec["received_at"], offset, index)
-        replayed = self.replay_through
-        if offset < self.replay_until and replayed is not None and key <= replayed:
-            return "done"
+        for until, decided in self.replayed:
+            if offset < until and key <= decided:
+                return "done"
         if self.through is not None and key < self.through:
             return "late"
         heapq.heappush(self._heap, (key, rec))
@@ -59,23 +64,40 @@ class Reorder:
             out.append(rec)
         return out
 
-    def progress(self) -> dict[str, Any]:
-        """What the stage stores with its input progress (the record after the last one
-        read): where to read again from after a restart, and which of those events were
-        decided. Empty when nothing is buffered."""
+    def progress(self, next_offset: int) -> dict[str, Any]:
+        """What the stage stores with its input progress ``next_offset`` (the record after
+        the last one read): where to read again from after a restart, and which of those
+        events were decided. Empty when nothing is buffered and nothing read before a
+        restart lies ahead."""
+        # a pair that ends at or before ``next_offset`` is covered by (next, through)
+        self.replayed = [p for p in self.replayed if p[0] > next_offset]
         oldest = self.oldest_offset()
         if oldest is None:
-            return {}
-        return {"from": oldest, "through": None if self.through is None else list(self.through)}
+            if not self.replayed:
+                return {}
+            # nothing buffered, but records ahead were read (and partly decided) before
+            # a restart: a successor must still know which
+            oldest = next_offset
+        out: dict[str, Any] = {
+            "from": oldest,
+            "through": None if self.through is None else list(self.through),
+        }
+        if self.replayed:
+            out["replayed"] = [[until, list(key)] for until, key in self.replayed]
+        return out
 
     @classmethod
     def resumed(cls, lateness: float, stored: dict[str, Any]) -> Reorder:
         """The buffer of a partition read again from ``stored["from"]`` after a restart
         (or a rebalance): events up to ``stored["through"]`` in records before
-        ``stored["next"]`` were decided."""
+        ``stored["next"]`` were decided, and those the ``replayed`` pairs name."""
         through = stored.get("through")
-        key: Key | None = None if through is None else (through[0], through[1], through[2])
-        return cls(lateness, through=key, replay_until=int(stored["next"]), replay_through=key)
+        key: Key | None = None if through is None else _key(through)
+        pairs = [(int(until), _key(k)) for until, k in stored.get("replayed", ())]
+        if key is not None:
+            pairs.append((int(stored["next"]), key))
+        pairs.sort()
+        return cls(lateness, through=key, replayed=pairs)
 
     def oldest_offset(self) -> int | None:
         """The offset of the oldest record with an event still buffered."""
@@ -83,3 +105,7 @@ class Reorder:
 
     def __len__(self) -> int:
         return len(self._heap)
+
+
+def _key(value: list[Any]) -> Key:
+    return (value[0], int(value[1]), int(value[2]))

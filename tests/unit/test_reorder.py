@@ -59,7 +59,7 @@ def test_after_a_restart_the_decided_events_of_the_records_read_again_are_skippe
     for t, off in [(10.0, 0), (12.0, 1), (30.0, 2)]:
         buf.push({"received_at": t}, off, 0)
     assert [r["received_at"] for r in buf.release(20.0)] == [10.0, 12.0]  # 30 buffered
-    stored = {"next": 3, **buf.progress()}
+    stored = {"next": 3, **buf.progress(3)}
     assert stored["from"] == 2  # read again from the record of the buffered event
     again = Reorder.resumed(5.0, stored)
     assert again.push({"received_at": 30.0}, 2, 0) == "buffered"  # not decided before
@@ -77,4 +77,4 @@ def test_nothing_buffered_stores_nothing() -> None:
     buf = Reorder(lateness=0.0)
     buf.push({"received_at": 1.0}, 0, 0)
     assert [r["received_at"] for r in buf.release(1.0)] == [1.0]
-    assert buf.progress() == {} and buf.oldest_offset() is None
+    assert buf.progress(1) == {} and buf.oldest_offset() is None
