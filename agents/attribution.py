@@ -1,14 +1,12 @@
-"""Attribution (SPEC §8): ``conversions.enriched`` → repartition by fbclid → landing
-table + catalog → ``conversions.attribution_candidates``.
+"""Attribution (SPEC §8): conversions repartitioned by fbclid → landing table + catalog
+→ ``conversions.attribution_candidates``.
 
-Two stages:
-
-- **route** (a plain aiokafka loop, agents/batchloop.py, like ingest) reads
-  ``conversions.enriched`` and writes one small message per distinct fbclid of a
-  conversion (``streams.attribution.route``) to ``<app_id>-attribution-in``, on the
-  partition of the fbclid, so a landing hit and every lookup of it meet on one
-  partition; the messages of one batch for one partition travel as one group record
-  (streams/groups.py).
+- **route**: the dedup stage (agents/dedupe.py), as it emits a conversion, writes one
+  small message per distinct fbclid of it (``streams.attribution.route``) to
+  ``<app_id>-attribution-in``, on the partition of the fbclid, so a landing hit and
+  every lookup of it meet on one partition; the messages of one batch for one partition
+  travel as one group record (streams/groups.py). Written with the conversions, before
+  dedup's changelog: a crash repeats them, identical, never loses them.
 - **attribute** (a stateful stage, agents/stage.py) reads that topic with the
   ``landing`` table (RocksDB + changelog; keys ``l|<fbclid>``) and the global ads
   catalog (agents/catalog.py), and writes candidates keyed by conversion_id.
@@ -25,13 +23,12 @@ sweeper as dedup state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import orjson
 
-from agents.batchloop import BatchLoop, batch_offsets
-from agents.outputs import partition_for, shared_outputs
+from agents.outputs import shared_outputs
 from agents.stage import (
     ROCKSDB_OPTIONS,
     STAGE_BATCH_RECORDS,
@@ -40,10 +37,9 @@ from agents.stage import (
     StatefulStage,
     Sweeper,
 )
-from streams import groups, metrics
-from streams.attribution import LANDING_TTL, Attributor, readable, route_counted
+from streams import metrics
+from streams.attribution import LANDING_TTL, Attributor
 from streams.settings import Settings
-from streams.tally import Tally
 
 log = logging.getLogger("convstream.attribution")
 LANDING = "l|"
@@ -93,45 +89,9 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
         time_key="time",
         gauge=metrics.LANDING_KEYS,
     )
-    attr_topic = internal_topic(settings)
     outputs = shared_outputs(
         producer_holder, settings.topics.candidates, settings.topics.dead_letter
     )
-
-    @app.service
-    class Route(BatchLoop):
-        """Consumer group ``<app_id>-attribution-route`` over conversions.enriched."""
-
-        stage = "attribution_route"
-
-        def __init__(self, **kw: Any) -> None:
-            group = f"{settings.app_id}-attribution-route"
-            super().__init__(settings, [settings.topics.conversions], group, **kw)
-
-        async def handle(
-            self, batch: dict[Any, list[Any]]
-        ) -> tuple[int, Awaitable[Any], dict[Any, int]]:
-            tally = Tally()
-            routed_to: list[tuple[int, bytes]] = []
-            parts = settings.partitions
-            n = 0
-            for records in batch.values():
-                n += len(records)
-                for r in records:
-                    try:
-                        rec = orjson.loads(r.value or b"null")
-                    except orjson.JSONDecodeError:
-                        rec = None
-                    if not readable(rec):
-                        # conversions.enriched is our output; a foreign record is skipped
-                        tally["click_evidence", "unreadable"] += 1
-                        continue
-                    for k, m in route_counted(rec, tally):
-                        routed_to.append((partition_for(k.encode(), parts), orjson.dumps(m)))
-            items, partitions = groups.by_partition(routed_to, attr_topic)
-            acks = await (await outputs()).start_all(items, partitions)
-            tally.flush()
-            return n, acks, batch_offsets(batch)
 
     StatefulStage(
         app,

@@ -1,6 +1,8 @@
 """Dedup stage: candidate conversions (repartitioned by ``pixel_id|event_name``, in
 groups: streams/groups.py) → SPEC §6 decisions over a changelog-backed Faust table →
-``conversions.enriched``.
+``conversions.enriched``, and each kept conversion's clicks to the attribution stage
+(``<app_id>-attribution-in``, by fbclid: streams/attribution.py ``route``) in the same
+batch, so the worker never reads its own output back.
 
 The delivery mechanism (batches, input progress, outputs before changelog before local
 writes, expiry, ticks) is the shared stateful stage (agents/stage.py); this module holds
@@ -25,6 +27,7 @@ from typing import Any, Final
 
 import orjson
 
+from agents.attribution import internal_topic as attribution_topic
 from agents.outputs import partition_for, shared_outputs
 from agents.stage import (
     ROCKSDB_OPTIONS,
@@ -34,7 +37,8 @@ from agents.stage import (
     StatefulStage,
     Sweeper,
 )
-from streams import metrics
+from streams import groups, metrics
+from streams.attribution import route_counted
 from streams.dedupe import Deduper, DedupStage, partition_key
 from streams.reorder import Reorder
 from streams.settings import Settings
@@ -200,6 +204,7 @@ class DedupBody:
         self.stages: dict[int, DedupStage] = {}  # per partition: its held records differ
         self.emitted: list[dict[str, Any]] = []
         self.wall = time.time()
+        self.attribution_topic = attribution_topic(settings)
 
     def stage_for(self, partition: int) -> DedupStage:
         stage = self.stages.get(partition)
@@ -245,9 +250,18 @@ class DedupBody:
         stage.run([rec], tally, emitted)
 
     def end(self) -> None:
-        topic, emit = self.settings.topics.conversions, self.batch.emit
+        topic, emit, tally = self.settings.topics.conversions, self.batch.emit, self.batch.tally
+        parts = self.settings.partitions
+        routed: list[tuple[int, bytes]] = []
         for r in self.emitted:
             emit(topic, r["conversion_id"].encode(), orjson.dumps(r))
+            for fbclid, msg in route_counted(r, tally):
+                routed.append((partition_for(fbclid.encode(), parts), orjson.dumps(msg)))
+        if routed:
+            items, partitions = groups.by_partition(routed, self.attribution_topic)
+            for (t, key, value), p in zip(items, partitions, strict=True):
+                assert value is not None
+                emit(t, key, value, p)
         if self.merge_window > 0:
             self.held_now.update((p, len(st.deduper.held)) for p, st in self.stages.items())
             metrics.HELD.set(sum(self.held_now.values()))

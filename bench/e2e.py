@@ -227,7 +227,7 @@ def wait_until(what: str, cond: Any, workers: list[Worker], stall: float, probe:
 def batch_rates(workers: list[Worker]) -> dict[str, tuple[float, float]]:
     """stage -> (events, seconds of batch time)."""
     out = {}
-    for stage in ("ingest", "dedup", "attribution_route", "attribution"):
+    for stage in ("ingest", "dedup", "attribution"):
         n = metric(workers, "convstream_batch_size_sum", stage=stage)
         t = metric(workers, "convstream_batch_duration_seconds_sum", stage=stage)
         if t > 0:

@@ -269,32 +269,6 @@ class Attributor:
         return match.as_dict()
 
 
-def readable(conversion: object) -> bool:
-    """Whether a record read back from ``conversions.enriched`` has the SPEC §7 fields
-    attribution uses, with their types (the topic is ours, but anyone can write to it:
-    a foreign record must be skipped, not stop the worker)."""
-    if not isinstance(conversion, dict):
-        return False
-    pixel, name, t = (conversion.get(k) for k in ("pixel_id", "event_name", "event_time"))
-    cd, ud = conversion.get("custom_data"), conversion.get("user_data")
-    value = cd.get("value") if isinstance(cd, dict) else None
-    return (
-        isinstance(conversion.get("conversion_id"), str)
-        and isinstance(pixel, str)
-        and _digits(pixel)
-        and 1 <= len(pixel) <= 20
-        and isinstance(name, str)
-        and bool(name.strip())
-        and isinstance(t, int)
-        and not isinstance(t, bool)
-        and isinstance(conversion.get("action_source"), str | None)
-        and isinstance(ud, dict | None)
-        and isinstance(cd, dict | None)
-        and (value is None or (isinstance(value, int | float) and not isinstance(value, bool)))
-        and isinstance(cd.get("currency") if isinstance(cd, dict) else None, str | None)
-    )
-
-
 def route_counted(conversion: Mapping[str, Any], tally: Tally) -> list[tuple[str, dict[str, Any]]]:
     """``route``, counting the conversion as with or without click evidence."""
     routed = route(conversion)

@@ -83,7 +83,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def worker_groups(s: Settings) -> tuple[str, ...]:
     """The consumer groups `convstream worker` joins (each needs a Read ACL)."""
-    return (s.app_id, f"{s.app_id}-ingest", f"{s.app_id}-attribution-route")
+    return (s.app_id, f"{s.app_id}-ingest")
 
 
 def cmd_collect(args: argparse.Namespace) -> int:

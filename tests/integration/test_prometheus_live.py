@@ -111,7 +111,7 @@ def three(v: float) -> bool:
 
 NONE: dict[str, str] = {}
 SOURCES = ({"source": "browser"}, {"source": "server"})
-STAGES = tuple({"stage": s} for s in ("ingest", "dedup", "attribution", "attribution_route"))
+STAGES = tuple({"stage": s} for s in ("ingest", "dedup", "attribution"))
 PII_KEYS = ("country", "ct", "db", "em", "external_id", "fn", "ge", "ln", "ph", "st", "zp")
 # what the sample traffic (twice) and the staged failures give: query -> (series, check).
 # Label values are formatted with the scrape targets ({worker}, {forward}, {collect},

@@ -164,8 +164,8 @@ def worker_acls(s: Settings, *, raw: bool = True) -> list[tuple[int, str, int, i
     """What `convstream worker` needs, and nothing more (README 'Secured Kafka')."""
     lit, pre = ResourcePatternType.LITERAL, ResourcePatternType.PREFIXED
     t, topic, group = s.topics, ResourceType.TOPIC, ResourceType.GROUP
-    # the attribution stage reads the conversions back (group <app_id>-attribution-route)
-    reads = [t.catalog, t.conversions, *((t.pixel_raw, t.server_raw) if raw else ())]
+    # no Read on conversions.enriched: the worker never reads its output back
+    reads = [t.catalog, *((t.pixel_raw, t.server_raw) if raw else ())]
     acls = [(topic, name, lit, AclOperation.READ) for name in reads]
     acls += [(topic, n, lit, AclOperation.WRITE) for n in (t.conversions, t.candidates)]
     acls.append((topic, t.dead_letter, lit, AclOperation.WRITE))

@@ -31,7 +31,6 @@ from streams.attribution import (
     landing_expired,
     landing_from_url,
     parse_fbc,
-    readable,
     route,
     windows,
 )
@@ -664,22 +663,3 @@ def test_candidates_are_valid(events: list[tuple[int, int | None, str | None, st
     assert sum(n for (k, *_), n in tally.items() if k == "candidates") == sum(
         len(c["windows"]) for c in out
     )
-
-
-def test_readable_accepts_our_conversions_and_rejects_foreign_records() -> None:
-    good = conversion(fbc=f"fb.1.{T0 * 1000}.{CLICK}")
-    assert readable(good)
-    for key, bad in [
-        ("pixel_id", "abc"),
-        ("pixel_id", 123),
-        ("event_name", ""),
-        ("event_time", "1795400000"),
-        ("event_time", True),
-        ("conversion_id", None),
-        ("user_data", []),
-        ("custom_data", {"value": "49.9"}),
-        ("custom_data", {"currency": 978}),
-        ("action_source", 1),
-    ]:
-        assert not readable({**good, key: bad}), (key, bad)
-    assert not readable(None) and not readable([good])
