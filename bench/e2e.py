@@ -208,19 +208,22 @@ def metric(workers: list[Worker], name: str, **labels: str) -> float:
     return total
 
 
-def wait_until(what: str, cond: Any, workers: list[Worker], stall: float, probe: Any) -> float:
-    """Poll ``cond()`` every 50 ms; fail when ``probe()`` (a progress figure) has not
-    moved for ``stall`` seconds. Returns the time it became true."""
-    last, last_move = probe(), time.monotonic()
-    while not cond():
+def wait_until(
+    what: str, value: Any, target: float, workers: list[Worker], stall: float, every: float
+) -> float:
+    """Poll ``value()`` (one /metrics scrape) every ``every`` s until it reaches
+    ``target``; fail when it has not moved for ``stall`` seconds. Returns the time it got
+    there. (Each scrape costs the worker CPU: poll no faster than the figure needs.)"""
+    last, last_move = value(), time.monotonic()
+    while last < target:
         for w in workers:
             w.check()
-        now = probe()
+        time.sleep(every)
+        now = value()
         if now != last:
             last, last_move = now, time.monotonic()
         elif time.monotonic() - last_move > stall:
             raise SystemExit(f"no progress for {stall}s waiting for {what}; see the worker logs")
-        time.sleep(0.05)
     return time.perf_counter()
 
 
@@ -373,10 +376,11 @@ def main() -> None:
         def decided() -> float:
             return metric(workers, "convstream_batch_size_sum", stage="dedup")
 
-        t0 = wait_until("first consumption", lambda: read_in() > 0, workers, a.stall, read_in)
+        # the start is timed to 20 ms; the ends come from the outputs' record timestamps
+        t0 = wait_until("first consumption", read_in, 1, workers, a.stall, every=0.02)
         t0_epoch = time.time() - (time.perf_counter() - t0)
-        wait_until("ingest", lambda: read_in() >= m, workers, a.stall, read_in)
-        wait_until("dedup", lambda: decided() >= expected, workers, a.stall, decided)
+        wait_until("ingest", read_in, m, workers, a.stall, every=0.5)
+        wait_until("dedup", decided, expected, workers, a.stall, every=0.5)
 
         def attributed() -> float:
             return metric(workers, "convstream_batch_size_sum", stage="attribution")
@@ -384,7 +388,7 @@ def main() -> None:
         # attribution has no count known in advance: done when it stops moving for 2 s
         quiet, last = time.monotonic(), attributed()
         while time.monotonic() - quiet < 2.0:
-            time.sleep(0.1)
+            time.sleep(0.5)
             if (now := attributed()) != last:
                 quiet, last = time.monotonic(), now
         cpu = sum(cpu_seconds(w.proc.pid) - c for w, c in zip(workers, cpu0, strict=True))
