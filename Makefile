@@ -6,7 +6,7 @@ KAFKA  := deploy/kafka/kafka.sh
 WITH_BROKER := deploy/kafka/with-broker.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test unit integration lint bench bench-e2e bench-forward bench-collect chromium prometheus kafka-up kafka-down kafka-status clean
+.PHONY: help install demo test unit integration lint bench bench-e2e bench-restart bench-forward bench-collect chromium prometheus kafka-up kafka-down kafka-status clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ bench: install ## offline benchmarks (convstream process path, ingest stage, PII
 
 bench-e2e: install ## worker vs bare aiokafka throughput through the real broker
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/python bench/e2e.py $(BENCH_ARGS)
+
+bench-restart: install ## restart (same / empty data dir) and standby takeover times through the real broker, ~1M live dedup keys
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/python bench/restart.py $(BENCH_ARGS)
 
 bench-forward: install ## convstream forward to the local Graph-compatible endpoint: events/s, requests under faults
 	$(BIN)/python bench/forward.py $(BENCH_ARGS)

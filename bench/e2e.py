@@ -301,6 +301,18 @@ async def latency(
     return lat, len(msgs)
 
 
+def run_topics(prefix: str) -> Topics:
+    """The topics of one benchmark run: ``<prefix>.pixel.raw`` and so on."""
+    return Topics(
+        pixel_raw=f"{prefix}.pixel.raw",
+        server_raw=f"{prefix}.server.raw",
+        catalog=f"{prefix}.catalog",
+        conversions=f"{prefix}.conversions",
+        candidates=f"{prefix}.candidates",
+        dead_letter=f"{prefix}.dead_letter",
+    )
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
@@ -319,14 +331,7 @@ def main() -> None:
     a = ap.parse_args()
     base = from_env()
     run = uuid.uuid4().hex[:8]
-    topics = Topics(
-        pixel_raw=f"bench{run}.pixel.raw",
-        server_raw=f"bench{run}.server.raw",
-        catalog=f"bench{run}.catalog",
-        conversions=f"bench{run}.conversions",
-        candidates=f"bench{run}.candidates",
-        dead_letter=f"bench{run}.dead_letter",
-    )
+    topics = run_topics(f"bench{run}")
     s = base.with_overrides(
         app_id=f"convstream-bench-{run}",
         topics=topics,

@@ -84,6 +84,9 @@ def create_app(settings: Settings) -> Wiring:
         web_port=settings.web_port,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
+        # a standby keeps a warm copy of another worker's table partitions (it reads
+        # their changelogs), so it takes them over without a full restore
+        table_standby_replicas=settings.standby_replicas,
         key_serializer="raw",
         value_serializer="orjson",
         consumer_auto_offset_reset="earliest",

@@ -69,6 +69,7 @@ class Settings:
     topics: Topics = field(default_factory=Topics)
     partitions: int = 8
     replication_factor: int = 1
+    standby_replicas: int = 1  # warm copies of each table partition on other workers
     store: str = "rocksdb://"
     data_dir: str = "./convstream-data"
     web_host: str = "127.0.0.1"
@@ -125,6 +126,7 @@ ENV_VARS: dict[str, str] = {
     "CONVSTREAM_TOPIC_FORWARD_DEAD_LETTER": "forward: events the Conversions API rejected",
     "CONVSTREAM_PARTITIONS": "partitions of the topics convstream creates",
     "CONVSTREAM_REPLICATION_FACTOR": "replication factor of the topics convstream creates",
+    "CONVSTREAM_STANDBY_REPLICAS": "warm copies of each table partition kept by other workers",
     "CONVSTREAM_STORE": "table store: rocksdb:// (production) or memory:// (dev only)",
     "CONVSTREAM_DATA_DIR": "worker data directory (RocksDB state)",
     "CONVSTREAM_WEB_HOST": "bind address of /metrics, /healthz, /readyz",
@@ -269,6 +271,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         kw["partitions"] = _int("CONVSTREAM_PARTITIONS", v, 1, 10_000)
     if (v := get("CONVSTREAM_REPLICATION_FACTOR")) is not None:
         kw["replication_factor"] = _int("CONVSTREAM_REPLICATION_FACTOR", v, 1, 32)
+    if (v := get("CONVSTREAM_STANDBY_REPLICAS")) is not None:
+        kw["standby_replicas"] = _int("CONVSTREAM_STANDBY_REPLICAS", v, 0, 8)
     if (v := get("CONVSTREAM_STORE")) is not None:
         v = v.strip()
         if not (v.startswith("rocksdb://") or v.startswith("memory://")):
@@ -428,6 +432,7 @@ def to_env(s: Settings) -> dict[str, str]:
         "CONVSTREAM_APP_ID": s.app_id,
         "CONVSTREAM_PARTITIONS": str(s.partitions),
         "CONVSTREAM_REPLICATION_FACTOR": str(s.replication_factor),
+        "CONVSTREAM_STANDBY_REPLICAS": str(s.standby_replicas),
         "CONVSTREAM_STORE": s.store,
         "CONVSTREAM_DATA_DIR": s.data_dir,
         "CONVSTREAM_WEB_HOST": s.web_host,

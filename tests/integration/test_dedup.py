@@ -11,6 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
+from agents.outputs import partition_for
+from bench.stores import recoveries
+from streams.dedupe import partition_key
 from tests.helpers import RECEIVED_AT, pixel_hit, server_event, server_message
 from tests.integration.conftest import all_topics, send_in_order
 
@@ -109,15 +112,18 @@ def test_a_duplicate_after_a_restart_is_still_a_duplicate(
     assert len(conversions(kafka, s, expect=21, idle=3)) == 20
 
 
-def many_copies(k: int, t0: float) -> list[tuple[str, bytes]]:
-    """k conversions, 3 copies each (browser, server, server retry), interleaved."""
+def many_copies(
+    k: int, t0: float, *, names: tuple[str, ...] = ("Purchase",), prefix: str = "c"
+) -> list[tuple[str, bytes]]:
+    """k conversions, 3 copies each (browser, server, server retry), interleaved; the
+    i-th is named ``names[i % len(names)]`` (the name picks the dedup partition)."""
     items = []
     for i in range(k):
-        t = t0 + i * 0.01
+        t, name = t0 + i * 0.01, names[i % len(names)]
         items += [
-            ("browser", browser(f"c-{i}", t)),
-            ("server", server(f"c-{i}", t + 0.001)),
-            ("server", server(f"c-{i}", t + 0.002)),
+            ("browser", browser(f"{prefix}-{i}", t, name=name)),
+            ("server", server(f"{prefix}-{i}", t + 0.001, name=name)),
+            ("server", server(f"{prefix}-{i}", t + 0.002, name=name)),
         ]
     return items
 
@@ -204,6 +210,68 @@ def test_scale_out_with_a_rebalance_gives_the_same_output(
     # duplicates does not
     dups = sum(w.metric("convstream_duplicates_total") for w in (w1, w2, w3))
     assert dups == 2 * k  # a record is decided once, whichever worker holds it
+
+
+# one event name per dedup partition of 4 (the partition key is pixel|event name)
+SPREAD: tuple[str, ...] = ("Purchase", "ViewContent", "InitiateCheckout", "Contact")
+
+
+def test_a_standby_takes_over_a_killed_worker_without_a_full_restore(
+    make_settings, start_worker, kafka
+) -> None:
+    """Two workers with CONVSTREAM_STANDBY_REPLICAS=1: each keeps a warm copy of the
+    other's table partitions, so when one is killed the survivor's recovery starts at
+    its copy's offset, not at the start of the changelog (Faust's recovery log says
+    where it started), and the state is there: copies sent after the kill are dropped."""
+    s = make_settings(partitions=4, batch_size=200, standby_replicas=1)
+    kafka.create_topics(s, all_topics(s))
+    assert {partition_key_of(n) for n in SPREAD} == {0, 1, 2, 3}
+    k = 1000
+    w1 = start_worker(s, name="w1")
+    produce_all(kafka, s, many_copies(k, RECEIVED_AT, names=SPREAD))
+    unique_conversions(kafka, s, k)
+    w2 = start_worker(  # joins: restores its actives, keeps standby copies of w1's
+        s.with_overrides(web_port=s.web_port + 1, data_dir=s.data_dir + "-2"), name="w2"
+    )
+    produce_all(kafka, s, many_copies(k, RECEIVED_AT + 100, names=SPREAD, prefix="d"))
+    unique_conversions(kafka, s, 2 * k)
+    dups = w2.metric("convstream_duplicates_total")
+    t_kill = time.time()
+    w1.stop(sig=signal.SIGKILL)
+    copies = [
+        ("server", server(f"c-{i}", RECEIVED_AT + 300 + i, name=SPREAD[i % 4])) for i in range(40)
+    ]
+    new = [
+        ("server", server(f"n-{i}", RECEIVED_AT + 400 + i, name=SPREAD[i % 4])) for i in range(40)
+    ]
+    produce_all(kafka, s, copies + new)  # copies of kept conversions, and 40 new ones
+    out = unique_conversions(kafka, s, 2 * k + 40, timeout=240)
+    w2.wait_metric("convstream_duplicates_total", dups + 40, timeout=60)
+    ids = collections.Counter(r["conversion_id"] for r in out)
+    assert len(ids) == 2 * k + 40
+    assert {r["event_id"] for r in out} >= {f"n-{i}" for i in range(40)}
+    assert_repeats_are_identical(out)
+    # where w2's recovery after the kill started reading the partitions it took over
+    recs = recoveries(w2.log)
+    held = [r for r in recs if r.ts < t_kill][-1]
+    takeovers = [r for r in recs if r.ts > t_kill]
+    assert takeovers, "w2 ran no recovery after the kill"
+    taken = [tp for tp in takeovers[-1].highwater if tp not in held.highwater]
+    assert any(tp[0].endswith("-dedup-changelog") for tp in taken), (held, takeovers)
+    for rec in takeovers:
+        read = {
+            tp: (rec.records_read(tp), rec.highwater[tp] + 1) for tp in taken if tp in rec.highwater
+        }
+        print(f"\nstandby takeover: changelog records read / held per partition: {read}")
+        for tp, (n, total) in read.items():
+            assert rec.start.get(tp, -1) >= 0, f"{tp} restored from the start of the changelog"
+            assert n * 10 < total, f"{tp}: read {n} of {total} changelog records"
+
+
+def partition_key_of(name: str, partitions: int = 4) -> int:
+    """The dedup partition of this module's events named ``name`` (pixel 1234567890)."""
+    rec = {"pixel_id": "1234567890", "event_name": name}
+    return partition_for(partition_key(rec), partitions)
 
 
 def test_expired_state_is_deleted_and_not_resurrected(make_settings, start_worker, kafka) -> None:

@@ -6,28 +6,16 @@ the last changelog record the store holds; Faust's recovery starts reading there
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
-from rocksdict import AccessType, Options, Rdict
 
 from agents import kafka_io
-from agents.stage import OFFSET_KEY
+from bench.stores import persisted_offset, recoveries
 from tests.helpers import RECEIVED_AT
 from tests.integration.conftest import all_topics
 from tests.integration.test_dedup import browser, conversions, server
 
 pytestmark = pytest.mark.integration
-
-
-def persisted(data_dir: Path, table: str, partition: int) -> int | None:
-    path = data_dir / "v1" / "tables" / f"{table}-{partition}.db"
-    db = Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
-    try:
-        raw = db.get(OFFSET_KEY)
-        return None if raw is None else int(raw)
-    finally:
-        db.close()
 
 
 def test_a_clean_restart_replays_at_most_one_record_per_changelog_partition(
@@ -45,9 +33,16 @@ def test_a_clean_restart_replays_at_most_one_record_per_changelog_partition(
     assert sum(ends.values()) >= 300  # one e| key per conversion, plus progress
     for partition, end in ends.items():
         if end:  # recovery starts at the last record the store holds: it replays <= 1
-            assert persisted(Path(s.data_dir), "dedup", partition) == end - 1
+            assert persisted_offset(s.data_dir, "dedup", partition) == end - 1
     # the state is still there after the restart: a late copy is a duplicate
     w2 = start_worker(s)
+    # Faust's own account: its recovery read nothing (its "Reading Starts At" offsets
+    # are the highwaters)
+    recovery = recoveries(w2.log)[0]
+    assert set(recovery.highwater) >= {(changelog, p) for p in ends}
+    assert {tp: recovery.records_read(tp) for tp in recovery.highwater} == dict.fromkeys(
+        recovery.highwater, 0
+    )
     kafka.produce(s, s.topics.pixel_raw, [browser("r-7", RECEIVED_AT + 400)])
     w2.wait_metric("convstream_duplicates_total", 1, timeout=30)
     assert len(conversions(kafka, s, expect=301, idle=3)) == 300

@@ -24,6 +24,7 @@ def test_values_are_parsed() -> None:
             "CONVSTREAM_DEFAULT_PHONE_COUNTRY": "de",
             "CONVSTREAM_TOPIC_CONVERSIONS": "my.conversions",
             "CONVSTREAM_STORE": "memory://",
+            "CONVSTREAM_STANDBY_REPLICAS": "0",
         }
     )
     assert s.broker_url == "kafka://k1:9092;kafka://k2:9093"
@@ -31,6 +32,7 @@ def test_values_are_parsed() -> None:
     assert s.pixel_allowlist == frozenset({"111", "222"})
     assert s.default_phone_country == "DE"
     assert s.topics.conversions == "my.conversions"
+    assert s.standby_replicas == 0
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,7 @@ def test_values_are_parsed() -> None:
         ({"CONVSTREAM_PARTITIONS": "many"}, "CONVSTREAM_PARTITIONS"),
         ({"CONVSTREAM_PARTITIONS": "0"}, "CONVSTREAM_PARTITIONS"),
         ({"CONVSTREAM_WEB_PORT": "70000"}, "CONVSTREAM_WEB_PORT"),
+        ({"CONVSTREAM_STANDBY_REPLICAS": "-1"}, "CONVSTREAM_STANDBY_REPLICAS"),
         ({"CONVSTREAM_STORE": "redis://"}, "CONVSTREAM_STORE"),
         ({"CONVSTREAM_LOG_LEVEL": "loud"}, "CONVSTREAM_LOG_LEVEL"),
         ({"CONVSTREAM_PIXEL_ALLOWLIST": "12a"}, "CONVSTREAM_PIXEL_ALLOWLIST"),
@@ -75,6 +78,7 @@ def test_to_env_round_trips() -> None:
             "CONVSTREAM_PIXEL_ALLOWLIST": "1,2",
             "CONVSTREAM_BATCH_WITHIN": "0.02",
             "CONVSTREAM_DEFAULT_PHONE_COUNTRY": "GB",
+            "CONVSTREAM_STANDBY_REPLICAS": "2",
         }
     )
     assert from_env(to_env(s)) == s
