@@ -38,10 +38,11 @@ lint: install ## ruff + mypy
 	$(BIN)/ruff format --check streams agents
 	$(BIN)/mypy
 
-bench: install ## offline benchmarks (convstream process path, ingest stage, PII vs SDK)
+bench: install ## offline benchmarks (convstream process path, ingest stage, PII vs SDK, expiry sweep)
 	$(BIN)/python bench/offline.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/pii_vs_sdk.py
+	$(BIN)/python bench/sweep.py
 
 bench-e2e: install ## worker vs bare aiokafka throughput through the real broker
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/python bench/e2e.py $(BENCH_ARGS)

@@ -183,13 +183,20 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
         self._written = ([], [])
 
 
+# keys one partition's expiry walks per batch: a pass over a large partition is spread
+# over batches (a walk of 700k keys in one go held the event loop ~5 s)
+SWEEP_STEP: Final = 4096
+
+
 class Sweeper:
-    """Expiry of a stage's state: per partition, about once ``every`` seconds, keys (with
-    one of ``prefixes``) whose ``time_key`` is older than the partition's stream time
-    (the latest time observed) minus ``window`` are deleted through the overlay, so
-    their changelog tombstones follow the batch's outputs and recovery cannot bring them
-    back. Needs the RocksDB store (one database per partition); with ``memory://`` (dev
-    only) state is not swept."""
+    """Expiry of a stage's state: per partition, about once ``every`` seconds a *pass*
+    walks the partition's keys (with one of ``prefixes``) and deletes those whose
+    ``time_key`` is older than the partition's stream time (the latest time observed)
+    minus ``window``, through the overlay, so their changelog tombstones follow the
+    batch's outputs and recovery cannot bring them back. A pass walks at most ``step``
+    keys per batch, from where the partition's last batch stopped, so a large partition
+    never holds the event loop for long. Needs the RocksDB store (one database per
+    partition); with ``memory://`` (dev only) state is not swept."""
 
     def __init__(
         self,
@@ -200,16 +207,21 @@ class Sweeper:
         prefixes: frozenset[bytes],
         time_key: str,
         gauge: Any,
+        step: int = SWEEP_STEP,
     ) -> None:
         self.table = table
         self.window = window
-        self.every = every  # wall-clock seconds between two sweeps of one partition
+        self.every = every  # wall-clock seconds between the starts of two passes
         self.prefixes = prefixes  # the state keys (the database also holds Faust's own)
         self.time_key = time_key
+        self.time_prefix = b'{"' + time_key.encode() + b'":'  # how orjson writes it first
         self.gauge = gauge
+        self.step = step
         self.stream_time: dict[int, float] = {}
-        self.last_sweep: dict[int, float] = {}
-        self.live: dict[int, int] = {}  # keys left after the last sweep, per partition
+        self.last_sweep: dict[int, float] = {}  # when the partition's last pass started
+        self.cursor: dict[int, bytes] = {}  # a pass in progress: the next key to walk
+        self.counting: dict[int, int] = {}  # ... and the live keys it has seen so far
+        self.live: dict[int, int] = {}  # keys left after the last complete pass
 
     def observe(self, partition: int, t: float) -> None:
         if t > self.stream_time.get(partition, float("-inf")):
@@ -217,10 +229,24 @@ class Sweeper:
 
     def forget(self, partition: int) -> None:
         """The partition moved away: its keys no longer count in the gauge."""
-        self.stream_time.pop(partition, None)
-        self.last_sweep.pop(partition, None)
-        self.live.pop(partition, None)
+        for book in (self.stream_time, self.last_sweep, self.cursor, self.counting, self.live):
+            book.pop(partition, None)
         self.gauge.set(sum(self.live.values()))
+
+    def time_of(self, value: bytes) -> Any:
+        """The value's ``time_key`` (None when it has none): read off the front when it
+        is the first key, as the stages write it, else from the decoded JSON."""
+        head = self.time_prefix
+        if value.startswith(head):
+            end = len(head)
+            while end < len(value) and value[end] not in b",}":
+                end += 1
+            try:
+                return float(value[len(head) : end])
+            except ValueError:
+                pass
+        decoded = orjson.loads(value)
+        return decoded.get(self.time_key) if isinstance(decoded, dict) else None
 
     def sweep(self, state: Overlay, events_by_partition: dict[int, Any], now: float) -> int:
         dbs = getattr(self.table.data, "_dbs", None)
@@ -228,30 +254,43 @@ class Sweeper:
             return 0
         removed = 0
         for partition, event in events_by_partition.items():
-            if now - self.last_sweep.get(partition, 0.0) < self.every:
-                continue
-            self.last_sweep[partition] = now
+            cursor = self.cursor.get(partition)
+            if cursor is None:  # no pass in progress: start one when it is time
+                if now - self.last_sweep.get(partition, 0.0) < self.every:
+                    continue
+                self.last_sweep[partition] = now
+                cursor, self.counting[partition] = b"", 0
             db = dbs.get(partition)
             if db is None:
                 continue
             cutoff = self.stream_time.get(partition, float("-inf")) - self.window
             state.event = event  # tombstones go to this partition's changelog
-            live = 0
-            for kb, vb in db.items():
+            live, walked, stopped_at = self.counting.get(partition, 0), 0, None
+            for kb, vb in db.items(from_key=cursor):
+                if walked == self.step:
+                    stopped_at = kb
+                    break
+                walked += 1
                 # the database also holds Faust's own metadata (its changelog offset)
                 if not isinstance(kb, bytes) or kb[:2] not in self.prefixes or vb is None:
                     continue
                 key = kb.decode()
                 if key in state.pending:  # rewritten by this batch: fresh
+                    live += 1
                     continue
-                value = orjson.loads(vb)
-                if isinstance(value, dict) and value.get(self.time_key, cutoff) < cutoff:
+                t = self.time_of(vb)
+                if t is not None and t < cutoff:
                     state.pending[key] = (None, event)
                     removed += 1
                 else:
                     live += 1
-            self.live[partition] = live
-        # approximate (partitions this worker swept; refreshed each sweep)
+            if stopped_at is None:  # the pass is complete
+                self.cursor.pop(partition, None)
+                self.counting.pop(partition, None)
+                self.live[partition] = live
+            else:
+                self.cursor[partition], self.counting[partition] = stopped_at, live
+        # approximate (partitions this worker swept; refreshed after each pass)
         self.gauge.set(sum(self.live.values()))
         return removed
 
