@@ -56,6 +56,7 @@ from bench.e2e import (  # noqa: E402
     get,
     metric,
     produce,
+    rss_mib,
     run_topics,
     wait_until,
 )
@@ -222,8 +223,8 @@ def process(workers: list[Worker], target: tuple[float, float], stall: float) ->
     def decided() -> float:
         return metric(workers, "convstream_batch_size_sum", stage="dedup")
 
-    wait_until("ingest", lambda: read_in() >= target[0], workers, stall, read_in)
-    wait_until("dedup", lambda: decided() >= target[1], workers, stall, decided)
+    wait_until("ingest", read_in, target[0], workers, stall, every=0.5)
+    wait_until("dedup", decided, target[1], workers, stall, every=0.5)
     quiet, last = time.monotonic(), -1.0
     while time.monotonic() - quiet < 2.0:
         time.sleep(0.1)
@@ -348,7 +349,8 @@ def main() -> None:
     ready = wait_ready(w)
     process([w], (a.messages, expected), a.stall)
     print(
-        f"first start: /readyz after {ready - t0:.1f} s; processed in {time.time() - ready:.1f} s"
+        f"first start: /readyz after {ready - t0:.1f} s; processed in {time.time() - ready:.1f} s;"
+        f" worker RSS {rss_mib(w.proc.pid):,.0f} MiB"
     )
     print(f"clean stop (SIGTERM) took {stop(w):.1f} s")
     data0 = w.s.data_dir
