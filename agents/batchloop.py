@@ -102,6 +102,8 @@ class BatchLoop(Service):  # type: ignore[misc]
                     timeout_ms=max(within_ms, 100), max_records=self.settings.batch_size
                 )
                 self.joined = True
+                if batch:
+                    await self._fill(batch)
                 if not batch and not self.always_handle:
                     continue
                 t0 = time.perf_counter()
@@ -115,6 +117,25 @@ class BatchLoop(Service):  # type: ignore[misc]
         finally:
             if inflight is not None and not inflight.done():
                 await inflight
+
+    async def _fill(self, batch: dict[Any, list[Any]]) -> None:
+        """Add what arrives within ``batch_within`` of the first records, up to
+        ``batch_size``: in live traffic a poll returns a few records at a time, and a
+        batch of a few records pays the batch's fixed costs (a produce request, a
+        commit, a group record per partition for the stage after) for very little."""
+        size = self.settings.batch_size
+        n = sum(len(recs) for recs in batch.values())
+        deadline = time.monotonic() + self.settings.batch_within
+        while n < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = await self.consumer.getmany(
+                timeout_ms=max(1, int(left * 1000)), max_records=size - n
+            )
+            for tp, recs in more.items():
+                batch.setdefault(tp, []).extend(recs)
+                n += len(recs)
 
     def _failed(self, fut: asyncio.Future[None]) -> None:
         """A batch's outputs failed (the broker refused them past the client's retries):

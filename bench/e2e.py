@@ -227,6 +227,18 @@ def wait_until(
     return time.perf_counter()
 
 
+def batch_counts(workers: list[Worker]) -> dict[str, tuple[float, float, float]]:
+    """stage -> (events, batches, seconds of batch time) so far."""
+    out = {}
+    for stage in ("ingest", "dedup", "attribution"):
+        out[stage] = (
+            metric(workers, "convstream_batch_size_sum", stage=stage),
+            metric(workers, "convstream_batch_size_count", stage=stage),
+            metric(workers, "convstream_batch_duration_seconds_sum", stage=stage),
+        )
+    return out
+
+
 def batch_rates(workers: list[Worker]) -> dict[str, tuple[float, float]]:
     """stage -> (events, seconds of batch time)."""
     out = {}
@@ -328,6 +340,9 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=10.0, help="0: no latency phase")
     ap.add_argument("--stall", type=float, default=60.0, help="give up after S s without progress")
     ap.add_argument("--skip-passthrough", action="store_true")
+    ap.add_argument(
+        "--rate", type=float, default=0.0, help="latency phase messages/s (0: half the measured)"
+    )
     a = ap.parse_args()
     base = from_env()
     run = uuid.uuid4().hex[:8]
@@ -409,14 +424,30 @@ def main() -> None:
             rate_s = f"{n / secs:>9,.0f} events/s of batch time"
             print(f"  stage {stage:<18} {rate_s} ({n:.0f} in {secs:.1f}s)")
         if a.latency_seconds > 0:
-            rate = max(1.0, wk / 2)
+            rate = a.rate or max(1.0, wk / 2)
+            before = batch_counts(workers)
+            cpu_l = sum(cpu_seconds(w.proc.pid) for w in workers)
             lat, sent = asyncio.run(latency(s, rate, a.latency_seconds, first=10 * m))
+            cpu_l = sum(cpu_seconds(w.proc.pid) for w in workers) - cpu_l
             for hop, xs in lat.items():
                 print(
                     f"latency raw -> {hop} at {rate:,.0f} messages/s ({sent} messages,"
                     f" {len(xs)} events): p50 {1000 * pct(xs, 0.5):.0f} ms,"
                     f" p99 {1000 * pct(xs, 0.99):.0f} ms"
                 )
+            after = batch_counts(workers)
+            print(
+                f"  live: {1000 * cpu_l / sent:.3f} CPU s per 1000 messages (the 3 s after"
+                " the last message included)"
+            )
+            for stage, (n, count, secs) in after.items():
+                n0, c0, s0 = before.get(stage, (0.0, 0.0, 0.0))
+                if count > c0:
+                    print(
+                        f"  live stage {stage:<13} {(count - c0) / a.latency_seconds:,.0f}"
+                        f" batches/s, {(n - n0) / (count - c0):,.1f} events per batch,"
+                        f" {1000 * (secs - s0) / (count - c0):.1f} ms per batch"
+                    )
         for i, w in enumerate(workers):
             print(f"worker {i} RSS at the end: {rss_mib(w.proc.pid):,.0f} MiB")
     finally:
