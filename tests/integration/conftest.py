@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents import kafka_io
 from streams.cli import metric_sum
@@ -221,3 +223,106 @@ def send_in_order(
         kafka.produce(s, topic, [value])
         seen += 1
         worker.wait_metric("convstream_messages_in_total", seen, timeout=30)
+
+
+# -- a definite end: every input offset consumed, every output read to its end ---------
+
+
+def end_offsets(s: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> end offset, now."""
+    out: dict[tuple[str, int], int] = {}
+    for topic in topics:
+        ends = asyncio.run(kafka_io.end_offsets(s, topic))
+        assert ends, f"topic {topic} has no partitions"
+        out.update({(topic, p): off for p, off in ends.items()})
+    return out
+
+
+def committed(s: Settings, group: str) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the consumer group's committed offset (aiokafka admin)."""
+
+    async def run() -> dict[tuple[str, int], int]:
+        async with kafka_io.admin_client(s) as admin:
+            offsets = await admin.list_consumer_group_offsets(group)
+        return {(tp.topic, tp.partition): int(om.offset) for tp, om in offsets.items()}
+
+    return asyncio.run(run())
+
+
+def stage_progress(s: Settings, table: str) -> dict[int, int]:
+    """A stateful stage's own input progress (agents/progress.py): the last ``o|<p>`` ->
+    ``{"next": n}`` of each partition in the table's changelog, read to its end."""
+    progress: dict[int, int] = {}
+    for key, value, _, _ in read_to_end(s, f"{s.app_id}-{table}-changelog"):
+        if key is not None and key.startswith(b"o|") and value is not None:
+            progress[int(key[2:])] = int(orjson.loads(value)["next"])
+    return progress
+
+
+def wait_consumed(
+    s: Settings,
+    group: str,
+    targets: dict[tuple[str, int], int],
+    *,
+    table: str | None = None,
+    timeout: float = 120,
+) -> None:
+    """Wait until ``group`` has committed every offset of ``targets`` ((topic,
+    partition) -> offset): all records below them consumed, lag 0 for what was there.
+    With ``table``, the stage's own progress (changelog) must have passed them too: it is
+    written after the batch's outputs are acknowledged. Raises when not reached (a stall
+    is a failure, not a pass)."""
+    deadline = time.monotonic() + timeout
+    behind: dict[tuple[str, int], tuple[int, int]] = {}
+    while True:
+        done = committed(s, group)
+        progress = stage_progress(s, table) if table is not None else {}
+        behind = {
+            tp: (done.get(tp, -1), progress.get(tp[1], -1))
+            for tp, off in targets.items()
+            if done.get(tp, -1) < off or (table is not None and progress.get(tp[1], -1) < off)
+        }
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"group {group} did not consume {targets} within {timeout}s: "
+                f"(committed, progress) still behind at {behind}"
+            )
+        time.sleep(0.5)
+
+
+def read_to_end(
+    s: Settings, topic: str, timeout: float = 90
+) -> list[tuple[bytes | None, bytes | None, int, int]]:
+    """Every record of ``topic`` from its beginning up to the end offsets it has when
+    called (key, value, partition, offset); no idle timeout decides where it ends."""
+
+    async def run() -> list[tuple[bytes | None, bytes | None, int, int]]:
+        consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka_io.client_kwargs(s))
+        await consumer.start()
+        out: list[tuple[bytes | None, bytes | None, int, int]] = []
+        try:
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            assert tps, f"topic {topic} has no partitions"
+            ends = await consumer.end_offsets(tps)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                if loop.time() > deadline:
+                    raise AssertionError(f"{topic}: not read to {ends} within {timeout}s")
+                batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+                for tp, records in batch.items():
+                    out.extend(
+                        (r.key, r.value, r.partition, r.offset)
+                        for r in records
+                        if r.offset < ends[tp]
+                    )
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(run())
