@@ -278,9 +278,9 @@ def wait_consumed(
         done = committed(s, group)
         progress = stage_progress(s, table) if table is not None else {}
         behind = {
-            tp: (done.get(tp, -1), progress.get(tp[1], -1))
+            tp: (done.get(tp, 0), progress.get(tp[1], 0))
             for tp, off in targets.items()
-            if done.get(tp, -1) < off or (table is not None and progress.get(tp[1], -1) < off)
+            if done.get(tp, 0) < off or (table is not None and progress.get(tp[1], 0) < off)
         }
         if not behind:
             return
@@ -290,6 +290,16 @@ def wait_consumed(
                 f"(committed, progress) still behind at {behind}"
             )
         time.sleep(0.5)
+
+
+def dedup_consumed(s: Settings) -> None:
+    """A definite end of what was produced so far: the ingest stage has committed the end
+    offsets of both raw topics, then the dedup stage (Faust group and its own progress)
+    every offset its input topic had by then: each conversion is decided and written."""
+    raw = [s.topics.pixel_raw, s.topics.server_raw]
+    wait_consumed(s, f"{s.app_id}-ingest", end_offsets(s, raw))
+    dedup_in = end_offsets(s, [f"{s.app_id}-dedup-in"])  # ticks come later: >= is enough
+    wait_consumed(s, s.app_id, dedup_in, table="dedup")
 
 
 def read_to_end(

@@ -12,13 +12,7 @@ import orjson
 import pytest
 
 from tests.helpers import RECEIVED_AT, pixel_hit, server_event, server_message
-from tests.integration.conftest import (
-    all_topics,
-    end_offsets,
-    read_to_end,
-    send_in_order,
-    wait_consumed,
-)
+from tests.integration.conftest import all_topics, dedup_consumed, read_to_end, send_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -133,16 +127,6 @@ def produce_all(kafka: Any, s: Any, items: list[tuple[str, bytes]]) -> None:
     kafka.produce(s, s.topics.server_raw, [v for src, v in items if src == "server"])
 
 
-def all_consumed(s: Any) -> None:
-    """A definite end of what was produced so far: the ingest stage has committed the end
-    offsets of both raw topics, then the dedup stage (Faust group and its own progress)
-    every offset its input topic had by then: each conversion is decided and written."""
-    raw = [s.topics.pixel_raw, s.topics.server_raw]
-    wait_consumed(s, f"{s.app_id}-ingest", end_offsets(s, raw))
-    dedup_in = end_offsets(s, [f"{s.app_id}-dedup-in"])  # ticks come later: >= is enough
-    wait_consumed(s, s.app_id, dedup_in, table="dedup")
-
-
 def test_sigkill_loses_nothing_and_keeps_dedup_state(make_settings, start_worker, kafka) -> None:
     s = make_settings(batch_size=200)
     kafka.create_topics(s, all_topics(s))
@@ -153,10 +137,10 @@ def test_sigkill_loses_nothing_and_keeps_dedup_state(make_settings, start_worker
     w.wait_metric("convstream_conversions_out_total", k // 5, timeout=60)
     w.stop(sig=signal.SIGKILL)  # mid-stream: no flush, no commit, no goodbye
     w2 = start_worker(s)  # ingest may have read everything already; dedup resumes
-    all_consumed(s)  # the backlog is decided
+    dedup_consumed(s)  # the backlog is decided
     late = [("server", server(f"c-{i}", RECEIVED_AT + 100 + i)) for i in range(50)]
     produce_all(kafka, s, late)  # copies after the restart: still duplicates
-    all_consumed(s)
+    dedup_consumed(s)
     out = [orjson.loads(v) for _, v, _, _ in read_to_end(s, s.topics.conversions)]
     ids = collections.Counter(r["conversion_id"] for r in out)
     repeated = sum(n - 1 for n in ids.values())
