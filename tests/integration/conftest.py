@@ -46,21 +46,70 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def broker_port() -> int:
-    """A free port (and the next one, for the controller) for a broker a test stops and
-    starts again: below the kernel's ephemeral range (32768+ here), so no outgoing
-    connection can take it while the broker is down."""
+def broker_port(n: int = 2) -> int:
+    """A free port with the next ``n - 1`` free too (the controller, and the inter-broker
+    listener of a secured broker) for a broker a test stops and starts again: below the
+    kernel's ephemeral range (32768+ here), so no outgoing connection can take it while
+    the broker is down."""
     import random
 
     while True:
-        port = random.randrange(20_000, 32_000)
+        port = random.randrange(20_000, 32_000 - n)
         try:
-            for p in (port, port + 1):
+            for p in range(port, port + n):
                 with socket.socket() as sock:
                     sock.bind(("127.0.0.1", p))
         except OSError:
             continue
         return port
+
+
+KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
+
+
+class OwnBroker:
+    """A throwaway broker of a test's own (deploy/kafka/kafka.sh), so the test may stop,
+    restart or secure it without disturbing the suite's: on ports from ``broker_port``,
+    its state under ``state``, the jars and readiness probe of the checkout's cache
+    linked in (fetched once). ``env``: more kafka.sh settings (KAFKA_LOCAL_SECURE...)."""
+
+    def __init__(self, state: Path, env: dict[str, str] | None = None, ports: int = 2) -> None:
+        self.port = broker_port(ports)
+        shared = Path(os.environ.get("KAFKA_LOCAL_DIR", REPO / ".cache" / "kafka"))
+        if not [libs for libs in shared.glob("libs-*") if (libs / ".complete").exists()]:
+            fetched = subprocess.run(
+                [str(KAFKA_SH), "fetch"],
+                env=dict(os.environ, KAFKA_LOCAL_DIR=str(shared)),
+                capture_output=True,
+                text=True,
+            )
+            assert fetched.returncode == 0, f"kafka.sh fetch failed: {fetched.stderr[-2000:]}"
+        state.mkdir(parents=True, exist_ok=True)
+        for cached in [*shared.glob("libs-*"), *shared.glob("probe-*")]:
+            complete = (cached / ".complete").exists() or (cached / "Ready.class").exists()
+            if complete and not (state / cached.name).exists():
+                (state / cached.name).symlink_to(cached)
+        self.env = dict(
+            os.environ, **(env or {}), KAFKA_LOCAL_PORT=str(self.port), KAFKA_LOCAL_DIR=str(state)
+        )
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def run(self, cmd: str) -> str:
+        """kafka.sh ``cmd`` (start, stop, reset); its stdout (start: the bootstrap)."""
+        p = subprocess.run(
+            [str(KAFKA_SH), cmd], env=self.env, capture_output=True, text=True, timeout=180
+        )
+        assert p.returncode == 0, f"kafka.sh {cmd} failed: {p.stderr[-2000:]}"
+        return p.stdout.strip()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    """An :class:`OwnBroker`, not started yet: the test starts (and stops) it; stopped at
+    the end."""
+    b = OwnBroker(tmp_path / "kafka")
+    yield b
+    b.run("stop")
 
 
 @pytest.fixture
@@ -90,9 +139,9 @@ def make_settings(bootstrap: str, tmp_path: Path) -> Callable[..., Settings]:
     return make
 
 
-def http_get(url: str) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 2) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -102,6 +151,9 @@ def http_get(url: str) -> tuple[int, bytes]:
 
 @dataclass
 class WorkerProc:
+    """A `convstream` subprocess serving /readyz and /metrics at ``url`` (the worker's and
+    forward's on ``web_port``; a subclass may serve them elsewhere)."""
+
     settings: Settings
     proc: subprocess.Popen[bytes]
     log: Path
@@ -114,15 +166,15 @@ class WorkerProc:
         t0 = time.time()
         while http_get(f"{self.url}/readyz")[0] != 200:
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited: {self.log.read_text()[-3000:]}")
+                raise AssertionError(f"{self.log.stem} exited: {self.log.read_text()[-3000:]}")
             if time.time() - t0 > timeout:
                 raise AssertionError(
-                    f"worker not ready in {timeout}s: {self.log.read_text()[-3000:]}"
+                    f"{self.log.stem} not ready in {timeout}s: {self.log.read_text()[-3000:]}"
                 )
             time.sleep(0.2)
 
     def metrics(self) -> str:
-        status, body = http_get(f"{self.url}/metrics")
+        status, body = http_get(f"{self.url}/metrics", timeout=15)
         assert status == 200
         return body.decode()
 
@@ -157,35 +209,63 @@ class WorkerProc:
                 self.proc.wait()
 
 
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment of a `convstream` subprocess: ``settings`` alone (no CONVSTREAM_ or
+    KAFKA_ variable of this process leaks in), the checkout on PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVSTREAM_", "KAFKA_"))}
+    env.update(to_env(settings), PYTHONPATH=str(REPO))
+    return env
+
+
+def spawn_cli(command: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """`convstream <command>` with ``settings``, stdout and stderr to ``log`` (its folder
+    is the working directory)."""
+    with log.open("wb") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", command],
+            env=cli_env(settings),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=log.parent,
+        )
+
+
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
-    """Start `convstream worker` as a subprocess with the given settings; all are
-    stopped at the end of the test."""
+    """Start `convstream worker` (or ``command``: another long-running subcommand with
+    /readyz and /metrics, e.g. forward; ``kind`` says where it serves them) as a
+    subprocess with the given settings; ``wait``: until /readyz answers 200
+    (``ready_timeout`` s). All are stopped at the end of the test."""
     procs: list[WorkerProc] = []
 
-    def start(settings: Settings, *, wait: bool = True, name: str = "worker") -> WorkerProc:
-        log = tmp_path / f"{name}-{len(procs)}.log"
-        env = dict(os.environ)
-        env = {k: v for k, v in env.items() if not k.startswith("CONVSTREAM_")}
-        env.update(to_env(settings))
-        env["PYTHONPATH"] = str(REPO)
-        with log.open("wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                cwd=tmp_path,
-            )
-        w = WorkerProc(settings, proc, log)
+    def start(
+        settings: Settings,
+        *,
+        wait: bool = True,
+        name: str | None = None,
+        command: str = "worker",
+        ready_timeout: float = 90,
+        kind: type[WorkerProc] = WorkerProc,
+    ) -> WorkerProc:
+        log = tmp_path / f"{name or command}-{len(procs)}.log"
+        w = kind(settings, spawn_cli(command, settings, log), log)
         procs.append(w)
         if wait:
-            w.wait_ready()
+            w.wait_ready(ready_timeout)
         return w
 
     yield start
     for w in procs:
         w.stop()
+
+
+@pytest.fixture
+def start_collector(start_worker: Callable[..., WorkerProc]) -> Callable[..., Any]:
+    """start(settings, wait=True) -> collect_helpers.CollectorProc: `convstream collect`
+    through ``start_worker``, stopped at the end of the test."""
+    from tests.integration.collect_helpers import collector_starter  # it imports this module
+
+    return collector_starter(start_worker)
 
 
 @pytest.fixture
