@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -207,23 +207,6 @@ def _topic(name: str, raw: str) -> str:
     return value
 
 
-def _tokens(name: str, raw: str) -> frozenset[tuple[str, str]]:
-    """``pixel_id=token,...`` (a pixel may have several tokens, e.g. during rotation).
-    Errors name the entry's position, never its token."""
-    pairs = set()
-    for i, item in enumerate((p.strip() for p in raw.split(",")), start=1):
-        if not item:
-            continue
-        pixel, sep, token = item.partition("=")
-        pixel, token = pixel.strip(), token.strip()
-        if not sep or not token or any(c.isspace() for c in token):
-            raise SettingsError(f"{name} entry {i} is not pixel_id=token")
-        if not (pixel.isascii() and pixel.isdigit() and len(pixel) <= 20):
-            raise SettingsError(f"{name} entry {i} has a pixel id that is not 1-20 digits")
-        pairs.add((pixel, token))
-    return frozenset(pairs)
-
-
 def _networks(name: str, raw: str) -> tuple[str, ...]:
     nets = []
     for item in (p.strip() for p in raw.split(",")):
@@ -330,7 +313,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if (v := get("CONVSTREAM_COLLECT_PORT")) is not None:
         kw["collect_port"] = _int("CONVSTREAM_COLLECT_PORT", v, 1, 65_535)
     if (v := get("CONVSTREAM_COLLECT_TOKENS")) is not None:
-        kw["collect_tokens"] = _tokens("CONVSTREAM_COLLECT_TOKENS", v)
+        kw["collect_tokens"] = frozenset(
+            _tokens("CONVSTREAM_COLLECT_TOKENS", v.split(","), several=True)
+        )
     if (v := get("CONVSTREAM_COLLECT_TRUSTED_PROXIES")) is not None:
         kw["collect_trusted_proxies"] = _networks("CONVSTREAM_COLLECT_TRUSTED_PROXIES", v)
     if (v := get("CONVSTREAM_COLLECT_MAX_BODY")) is not None:
@@ -355,22 +340,24 @@ _VERSION_RE = re.compile(r"^v[0-9]{1,3}\.[0-9]{1,3}$")
 _PIXEL_RE = re.compile(r"^[0-9]{1,20}$")
 
 
-def _forward_tokens(name: str, items: list[str]) -> tuple[tuple[str, str], ...]:
-    """``pixel_id=token`` items, one token per pixel (the one forward sends with; collect's
-    ``_tokens`` accepts several per pixel); errors name the pixel or the item number,
-    never a token."""
-    out: dict[str, str] = {}
+def _tokens(name: str, items: Iterable[str], *, several: bool) -> list[tuple[str, str]]:
+    """``pixel_id=token`` items (blank ones skipped) as (pixel, token) pairs; ``several``:
+    a pixel may have several tokens (collect: during rotation), else one (forward sends
+    with it). Errors name the pixel or the item number, never a token."""
+    pairs: list[tuple[str, str]] = []
     for n, item in enumerate(items, 1):
+        if not item.strip():
+            continue
         pixel, sep, token = item.partition("=")
         pixel, token = pixel.strip(), token.strip()
         if not sep or not _PIXEL_RE.match(pixel):
-            raise SettingsError(f"{name}: item {n} is not pixel_id=token (pixel id: digits)")
+            raise SettingsError(f"{name}: item {n} is not pixel_id=token (pixel id: 1-20 digits)")
         if not token or any(c.isspace() or c == "," for c in token):
             raise SettingsError(f"{name}: the token of pixel {pixel} is empty or holds spaces")
-        if pixel in out:
+        if not several and any(p == pixel for p, _ in pairs):
             raise SettingsError(f"{name}: pixel {pixel} is given twice")
-        out[pixel] = token
-    return tuple(sorted(out.items()))
+        pairs.append((pixel, token))
+    return pairs
 
 
 def _forward(env: Mapping[str, str], get: Any) -> Forward | None:
@@ -391,8 +378,8 @@ def _forward(env: Mapping[str, str], get: Any) -> Forward | None:
             "give CONVSTREAM_META_ACCESS_TOKENS or CONVSTREAM_META_ACCESS_TOKENS_FILE, not both"
         )
     if inline is not None:
-        items = [i for i in inline.split(",") if i.strip()]
-        kw["access_tokens"] = _forward_tokens("CONVSTREAM_META_ACCESS_TOKENS", items)
+        tokens = _tokens("CONVSTREAM_META_ACCESS_TOKENS", inline.split(","), several=False)
+        kw["access_tokens"] = tuple(sorted(tokens))
     if path is not None:
         try:
             text = open(path.strip(), encoding="utf-8").read()  # noqa: SIM115
@@ -401,7 +388,8 @@ def _forward(env: Mapping[str, str], get: Any) -> Forward | None:
                 f"CONVSTREAM_META_ACCESS_TOKENS_FILE: cannot read {path.strip()}: {e.strerror}"
             ) from None
         items = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        kw["access_tokens"] = _forward_tokens("CONVSTREAM_META_ACCESS_TOKENS_FILE", items)
+        tokens = _tokens("CONVSTREAM_META_ACCESS_TOKENS_FILE", items, several=False)
+        kw["access_tokens"] = tuple(sorted(tokens))
     numbers: tuple[tuple[str, str, type, float, float], ...] = (
         ("CONVSTREAM_FORWARD_CONCURRENCY", "concurrency", int, 1, 256),
         ("CONVSTREAM_FORWARD_TIMEOUT", "timeout", float, 0.1, 600.0),

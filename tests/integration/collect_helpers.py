@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from streams.cli import metric_sum
-from streams.settings import Settings, to_env
-from tests.integration.conftest import REPO, free_port
+from streams.settings import Settings
+from tests.integration.conftest import WorkerProc, free_port
 
 PIXEL = "1234567890"
 TOKEN = "tok-test-secret-4f1e"
@@ -36,50 +29,11 @@ def request(
         return e.code, dict(e.headers), e.read()
 
 
-@dataclass
-class CollectorProc:
-    settings: Settings
-    proc: subprocess.Popen[bytes]
-    log: Path
-    url: str = field(init=False)
+class CollectorProc(WorkerProc):
+    """`convstream collect`: its /readyz and /metrics on ``collect_port``."""
 
     def __post_init__(self) -> None:
         self.url = f"http://{self.settings.collect_host}:{self.settings.collect_port}"
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        t0 = time.time()
-        while True:
-            try:
-                status = request(f"{self.url}/readyz", timeout=2)[0]
-            except OSError:
-                status = 0
-            if status == 200:
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"collector exited: {self.log.read_text()[-3000:]}")
-            if time.time() - t0 > timeout:
-                raise AssertionError(f"collector not ready: {self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def metric(self, name: str, **labels: str) -> float:
-        text = request(f"{self.url}/metrics")[2].decode()
-        if not labels:
-            return metric_sum(text, name)
-        want = [f'{k}="{v}"' for k, v in labels.items()]
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name + "{") and all(w in line for w in want)
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def collector_settings(s: Settings, **over: Any) -> Settings:
@@ -91,30 +45,15 @@ def collector_settings(s: Settings, **over: Any) -> Settings:
     return base.with_overrides(**over)
 
 
-def collector_starter(tmp_path: Path) -> Iterator[Callable[..., CollectorProc]]:
-    """Body of a ``start_collector`` fixture: start(settings) -> CollectorProc; all are
-    stopped at the end (``yield from collector_starter(tmp_path)``)."""
-    procs: list[CollectorProc] = []
+def collector_starter(start_worker: Callable[..., WorkerProc]) -> Callable[..., CollectorProc]:
+    """Body of a ``start_collector`` fixture over conftest's ``start_worker``:
+    start(settings, wait=True) -> CollectorProc, stopped at the end of the test."""
 
     def start(settings: Settings, *, wait: bool = True) -> CollectorProc:
-        log = tmp_path / f"collector-{len(procs)}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSTREAM_")}
-        env.update(to_env(settings))
-        env["PYTHONPATH"] = str(REPO)
-        with log.open("wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "collect"],
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                cwd=tmp_path,
-            )
-        c = CollectorProc(settings, proc, log)
-        procs.append(c)
-        if wait:
-            c.wait_ready()
+        c = start_worker(
+            settings, wait=wait, command="collect", kind=CollectorProc, ready_timeout=60
+        )
+        assert isinstance(c, CollectorProc)
         return c
 
-    yield start
-    for c in procs:
-        c.stop()
+    return start

@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from tests.integration.collect_helpers import (
     TOKEN,
     CollectorProc,
     collector_settings,
-    collector_starter,
     request,
 )
 from tests.integration.conftest import free_port
@@ -33,11 +32,6 @@ from tests.integration.conftest import free_port
 pytestmark = pytest.mark.integration
 
 RAW_EMAIL = "Raw.Person+collect@Example.org"
-
-
-@pytest.fixture
-def start_collector(tmp_path: Path) -> Iterator[Callable[..., CollectorProc]]:
-    yield from collector_starter(tmp_path)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,7 @@ from streams.cli import send_requests
 from streams.tally import Tally
 from tests.integration.collect_helpers import (
     TOKEN,
-    CollectorProc,
     collector_settings,
-    collector_starter,
 )
 from tests.integration.conftest import REPO, all_topics
 from tests.integration.test_parity_and_pii import comparable_dead_letter, without_emitted
@@ -28,11 +25,6 @@ pytestmark = pytest.mark.integration
 EXAMPLES = REPO / "schemas" / "examples"
 # what a time shift changes; everything else must be equal
 TIMES = ("event_time", "received_at", "emitted_at", "rejected_at", "conversion_id")
-
-
-@pytest.fixture
-def start_collector(tmp_path: Path) -> Iterator[Callable[..., CollectorProc]]:
-    yield from collector_starter(tmp_path)
 
 
 def lines(name: str) -> list[bytes]:

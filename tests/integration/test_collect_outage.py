@@ -1,16 +1,11 @@
 """The collector while its broker is stopped and started again (a broker of this test's
-own, via deploy/kafka/kafka.sh): 503 + Retry-After while Kafka is away, and afterwards
+own: conftest's ``own_broker``): 503 + Retry-After while Kafka is away, and afterwards
 no request that got a 2xx is missing from the raw topics."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,54 +14,12 @@ import pytest
 from tests.integration.collect_helpers import (
     PIXEL,
     TOKEN,
-    CollectorProc,
     collector_settings,
-    collector_starter,
     request,
 )
-from tests.integration.conftest import REPO, broker_port
+from tests.integration.conftest import OwnBroker
 
 pytestmark = pytest.mark.integration
-KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
-
-
-@pytest.fixture
-def start_collector(tmp_path: Path) -> Iterator[Callable[..., CollectorProc]]:
-    yield from collector_starter(tmp_path)
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-class OwnBroker:
-    """A broker on a free port with its state under tmp_path (the jars are shared)."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = broker_port()  # it is restarted on the same port
-        state = tmp_path / "kafka"
-        state.mkdir()
-        for libs in (REPO / ".cache" / "kafka").glob("libs-*"):
-            (state / libs.name).symlink_to(libs)
-        self.env = dict(os.environ, KAFKA_LOCAL_PORT=str(self.port), KAFKA_LOCAL_DIR=str(state))
-        self.bootstrap = f"127.0.0.1:{self.port}"
-
-    def run(self, cmd: str) -> None:
-        p = subprocess.run([str(KAFKA_SH), cmd], env=self.env, capture_output=True, timeout=180)
-        assert p.returncode == 0, f"kafka.sh {cmd} failed: {p.stderr.decode()[-2000:]}"
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
-    """Not started yet: the test starts it (and stops it); stopped at the end."""
-    b = OwnBroker(tmp_path)
-    yield b
-    b.run("stop")
 
 
 def test_broker_outage_503_then_every_2xx_is_in_the_topic(

@@ -8,15 +8,12 @@ dead letters."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,7 +24,7 @@ from agents.kafka_io import client_kwargs, end_offsets
 from bench.traffic import PIXELS, conversions
 from streams import forward as fwd
 from streams.offline import ordered, process, read_lines
-from streams.settings import Forward, Settings, to_env
+from streams.settings import Forward, Settings
 from tests.graph_endpoint import FAULTS, GraphEndpoint, mixed_faults, scripted
 from tests.integration.conftest import REPO, WorkerProc, free_port, http_get
 
@@ -95,31 +92,9 @@ def fsettings(make_settings: Callable[..., Settings]) -> Callable[..., Settings]
 
 
 @pytest.fixture
-def start_forwarder(tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
-    procs: list[WorkerProc] = []
-
-    def start(s: Settings, *, wait: bool = True) -> WorkerProc:
-        log = tmp_path / f"forward-{len(procs)}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSTREAM_")}
-        env.update(to_env(s))
-        env["PYTHONPATH"] = str(REPO)
-        with log.open("wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "forward"],
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                cwd=tmp_path,
-            )
-        w = WorkerProc(s, proc, log)
-        procs.append(w)
-        if wait:
-            w.wait_ready(60)
-        return w
-
-    yield start
-    for w in procs:
-        w.stop()
+def start_forwarder(start_worker: Callable[..., WorkerProc]) -> Callable[..., WorkerProc]:
+    """`convstream forward` (its /readyz and /metrics on ``web_port``)."""
+    return functools.partial(start_worker, command="forward", ready_timeout=60)
 
 
 def produce(kafka: Any, s: Settings, convs: list[dict[str, Any]], extra: list[bytes] = ()) -> None:  # type: ignore[assignment]

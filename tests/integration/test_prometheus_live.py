@@ -15,13 +15,12 @@ and one Purchase per round that Meta rejects (a forward dead letter)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -33,14 +32,13 @@ import pytest
 
 from streams import __version__, replay
 from streams.cli import send_requests
-from streams.settings import Forward, Settings, to_env
+from streams.settings import Forward, Settings
 from tests.graph_endpoint import GraphEndpoint
 from tests.integration.collect_helpers import (
     PIXEL,
     TOKEN,
     CollectorProc,
     collector_settings,
-    collector_starter,
 )
 from tests.integration.conftest import REPO, WorkerProc, all_topics, free_port, http_get
 
@@ -344,34 +342,9 @@ def start_prometheus(tmp_path: Path) -> Iterator[Callable[[dict[str, list[str]]]
 
 
 @pytest.fixture
-def start_collector(tmp_path: Path) -> Iterator[Callable[..., CollectorProc]]:
-    yield from collector_starter(tmp_path)
-
-
-@pytest.fixture
-def start_forwarder(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProc]]:
-    procs: list[WorkerProc] = []
-
-    def start(s: Settings) -> WorkerProc:
-        log = tmp_path / "forward.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSTREAM_")}
-        env.update(to_env(s))
-        env["PYTHONPATH"] = str(REPO)
-        with log.open("wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "forward"],
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                cwd=tmp_path,
-            )
-        w = WorkerProc(s, proc, log)
-        procs.append(w)
-        return w
-
-    yield start
-    for w in procs:
-        w.stop()
+def start_forwarder(start_worker: Callable[..., WorkerProc]) -> Callable[..., WorkerProc]:
+    """`convstream forward` (its /readyz and /metrics on ``web_port``)."""
+    return functools.partial(start_worker, command="forward", wait=False)
 
 
 def settled(forwarder: WorkerProc, timeout: float = 30) -> None:

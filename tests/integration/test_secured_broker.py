@@ -2,7 +2,7 @@
 a SASL_SSL listener (SCRAM-SHA-512, certificate from a throwaway CA) and ACLs
 (StandardAuthorizer, nothing allowed without an ACL).
 
-One broker for the module: deploy/kafka/kafka.sh with KAFKA_LOCAL_SECURE=1 on ports of
+One broker for the module: conftest's ``OwnBroker`` with KAFKA_LOCAL_SECURE=1 on ports of
 its own, users created at storage format, deleted with the data at the end. The worker
 principal is allowed only its own topics and groups; a wrong password and a principal
 without ACLs on the raw topics must stop the worker at once with one clear line that
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -38,36 +37,12 @@ from cryptography.hazmat.primitives import serialization
 
 from agents import kafka_io
 from streams.cli import worker_groups
-from streams.settings import Settings, Topics, from_env, to_env
-from tests.integration.conftest import REPO, WorkerProc, free_port
+from streams.settings import Settings, Topics, from_env
+from tests.integration.conftest import OwnBroker, WorkerProc, cli_env, free_port
 
 pytestmark = pytest.mark.integration
 
-KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 USERS = ("admin", "worker", "producer", "noraw")
-
-
-def _free_block(n: int = 3) -> int:
-    """A port p with p .. p+n-1 free (client, controller, inter-broker listeners)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + n >= 65_535:
-            continue
-        try:
-            socks = []
-            for p in range(base, base + n):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-        return base
-    raise RuntimeError("no 3 consecutive free ports on 127.0.0.1")
 
 
 @dataclass(frozen=True)
@@ -127,21 +102,20 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     passwords = {u: f"pw{secrets.token_hex(12)}" for u in USERS}
     users = d / "users"
     users.write_text("".join(f"{u}={p}\n" for u, p in passwords.items()))
-    port = int(os.environ.get("KAFKA_LOCAL_SECURE_PORT") or _free_block())
-    env = dict(
-        os.environ,
-        KAFKA_LOCAL_SECURE="1",
-        KAFKA_LOCAL_PORT=str(port),
-        KAFKA_LOCAL_TLS_KEYSTORE=str(keystore),
-        KAFKA_LOCAL_SCRAM_USERS=str(users),
+    own = OwnBroker(
+        d / "kafka",
+        {
+            "KAFKA_LOCAL_SECURE": "1",
+            "KAFKA_LOCAL_TLS_KEYSTORE": str(keystore),
+            "KAFKA_LOCAL_SCRAM_USERS": str(users),
+        },
+        ports=3,  # client, controller, inter-broker
     )
-    subprocess.run([str(KAFKA_SH), "reset"], env=env, check=True, capture_output=True)
-    started = subprocess.run([str(KAFKA_SH), "start"], env=env, capture_output=True, text=True)
-    assert started.returncode == 0, started.stderr
+    bootstrap = own.run("start")
     try:
-        yield SecureBroker(started.stdout.strip(), str(d / "ca.pem"), passwords)
+        yield SecureBroker(bootstrap, str(d / "ca.pem"), passwords)
     finally:
-        subprocess.run([str(KAFKA_SH), "reset"], env=env, capture_output=True)
+        own.run("reset")  # stopped, and its data (the users) deleted
 
 
 def _topics(run: str) -> Topics:
@@ -179,38 +153,10 @@ def run_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
-    """`convstream worker` as a subprocess with ``settings`` (stdout + stderr to a log)."""
-    procs: list[WorkerProc] = []
-
-    def start(settings: Settings) -> WorkerProc:
-        log = tmp_path / f"worker-{len(procs)}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVSTREAM_", "KAFKA_"))}
-        env.update(to_env(settings), PYTHONPATH=str(REPO))
-        with log.open("wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                cwd=tmp_path,
-            )
-        w = WorkerProc(settings, proc, log)
-        procs.append(w)
-        return w
-
-    yield start
-    for w in procs:
-        w.stop()
-
-
 def convstream(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVSTREAM_", "KAFKA_"))}
-    env.update(to_env(settings), PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "streams.cli", *args],
-        env=env,
+        env=cli_env(settings),
         capture_output=True,
         text=True,
         timeout=60,
@@ -241,7 +187,10 @@ def server_message(i: int) -> bytes:
 
 
 def test_worker_and_produce_through_sasl_ssl_with_least_privilege(
-    secure_broker: SecureBroker, spawn: Callable[..., WorkerProc], run_id: str, tmp_path: Path
+    secure_broker: SecureBroker,
+    start_worker: Callable[..., WorkerProc],
+    run_id: str,
+    tmp_path: Path,
 ) -> None:
     b = secure_broker
     admin = b.settings("admin", topics=_topics(run_id), partitions=2)
@@ -261,8 +210,7 @@ def test_worker_and_produce_through_sasl_ssl_with_least_privilege(
     lit, topic = ResourcePatternType.LITERAL, ResourceType.TOPIC
     b.allow("producer", [(topic, t, lit, AclOperation.WRITE) for t in raws])
 
-    worker = spawn(s)
-    worker.wait_ready()
+    worker = start_worker(s)
     n = 20
     src = tmp_path / "server.jsonl"
     src.write_bytes(b"\n".join(server_message(i) for i in range(n)) + b"\n")
@@ -306,7 +254,10 @@ def _fails_fast(w: WorkerProc, timeout: float = 30) -> str:
 
 
 def test_wrong_password_stops_the_worker_at_once_without_the_secret(
-    secure_broker: SecureBroker, spawn: Callable[..., WorkerProc], run_id: str, tmp_path: Path
+    secure_broker: SecureBroker,
+    start_worker: Callable[..., WorkerProc],
+    run_id: str,
+    tmp_path: Path,
 ) -> None:
     b = secure_broker
     wrong = f"wrong{secrets.token_hex(12)}"
@@ -318,10 +269,11 @@ def test_wrong_password_stops_the_worker_at_once_without_the_secret(
         data_dir=str(tmp_path / "data"),
         web_port=free_port(),
     )
-    line = _fails_fast(spawn(s))
+    w = start_worker(s, wait=False)
+    line = _fails_fast(w)
     assert "rejected the SASL credentials of user 'worker'" in line
     assert "KAFKA_SASL_PASSWORD" in line
-    full = Path(tmp_path / "worker-0.log").read_text()
+    full = w.log.read_text()
     assert wrong not in full and b.passwords["worker"] not in full
 
     produced = convstream(s, "produce", "--topic", s.topics.server_raw, os.devnull)
@@ -332,7 +284,10 @@ def test_wrong_password_stops_the_worker_at_once_without_the_secret(
 
 
 def test_a_principal_without_acls_on_the_raw_topics_gets_a_clear_error(
-    secure_broker: SecureBroker, spawn: Callable[..., WorkerProc], run_id: str, tmp_path: Path
+    secure_broker: SecureBroker,
+    start_worker: Callable[..., WorkerProc],
+    run_id: str,
+    tmp_path: Path,
 ) -> None:
     b = secure_broker
     admin = b.settings("admin", topics=_topics(run_id), partitions=2)
@@ -346,15 +301,19 @@ def test_a_principal_without_acls_on_the_raw_topics_gets_a_clear_error(
         web_port=free_port(),
     )
     b.allow("noraw", worker_acls(s, raw=False))
-    line = _fails_fast(spawn(s))
+    w = start_worker(s, wait=False)
+    line = _fails_fast(w)
     assert "denied user 'noraw'" in line
     assert f"Read on topic(s) {s.topics.pixel_raw}, {s.topics.server_raw}" in line
     assert s.topics.catalog not in line  # that one it may read
-    assert b.passwords["noraw"] not in Path(tmp_path / "worker-0.log").read_text()
+    assert b.passwords["noraw"] not in w.log.read_text()
 
 
 def test_an_untrusted_broker_certificate_names_the_ca_setting(
-    secure_broker: SecureBroker, spawn: Callable[..., WorkerProc], run_id: str, tmp_path: Path
+    secure_broker: SecureBroker,
+    start_worker: Callable[..., WorkerProc],
+    run_id: str,
+    tmp_path: Path,
 ) -> None:
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))  # not the CA that signed the broker's
@@ -365,7 +324,8 @@ def test_an_untrusted_broker_certificate_names_the_ca_setting(
         data_dir=str(tmp_path / "data"),
         web_port=free_port(),
     ).with_overrides(ssl_cafile=str(other))
-    line = _fails_fast(spawn(s))
+    w = start_worker(s, wait=False)
+    line = _fails_fast(w)
     assert "is not trusted" in line
     assert f"KAFKA_SSL_CAFILE ({other})" in line
-    assert secure_broker.passwords["worker"] not in (tmp_path / "worker-0.log").read_text()
+    assert secure_broker.passwords["worker"] not in w.log.read_text()

@@ -41,10 +41,10 @@ def test_collect_settings_defaults_and_values() -> None:
 def test_collect_tokens_stay_out_of_repr_and_errors() -> None:
     s = from_env({"CONVSTREAM_COLLECT_TOKENS": "111=hunter2secret"})
     assert "hunter2secret" not in repr(s) and "hunter2secret" not in str(s)
-    with pytest.raises(SettingsError, match="CONVSTREAM_COLLECT_TOKENS entry 2") as e:
+    with pytest.raises(SettingsError, match="CONVSTREAM_COLLECT_TOKENS: item 2") as e:
         from_env({"CONVSTREAM_COLLECT_TOKENS": "111=ok,abc=hunter2secret"})
     assert "hunter2secret" not in str(e.value)
-    with pytest.raises(SettingsError, match="CONVSTREAM_COLLECT_TOKENS entry 1") as e:
+    with pytest.raises(SettingsError, match="CONVSTREAM_COLLECT_TOKENS: item 1") as e:
         from_env({"CONVSTREAM_COLLECT_TOKENS": "hunter2secret"})
     assert "hunter2secret" not in str(e.value)
 
