@@ -55,6 +55,18 @@ _MIN_YEAR: Final = 1900
 _MAX_INT: Final = 2**64  # JSON integers beyond 64 bits are not accepted as numbers
 
 
+# str.lower as CPython defines it. Compiled (mypyc) code has its own lower() for str,
+# which lacks the one context rule CPython applies: a capital sigma that ends a word
+# becomes final sigma. Called through this name, compiled code runs CPython's method.
+_STR_LOWER: Final[Callable[[str], str]] = str.lower
+_CAPITAL_SIGMA: Final = "\u03a3"
+
+
+def _lower(s: str) -> str:
+    """``s.lower()``, the same in pure Python and compiled."""
+    return _STR_LOWER(s) if _CAPITAL_SIGMA in s else s.lower()
+
+
 def sha256_hex(s: str) -> str:
     """Lowercase hex SHA-256 of the UTF-8 bytes of ``s``."""
     return hashlib.sha256(s.encode("utf-8")).hexdigest()
@@ -97,7 +109,7 @@ def _letters(value: str) -> str:
     survive (``हिन्दी`` stays whole)."""
     if not value.isascii():
         value = unicodedata.normalize("NFC", value)
-    return value.lower().translate(_LETTERS)
+    return _lower(value).translate(_LETTERS)
 
 
 def _fold(letters: str) -> str:
@@ -116,7 +128,7 @@ _EMAIL: Final = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
 
 
 def _em(value: str) -> str | None:
-    s = value.strip().lower()
+    s = _lower(value.strip())
     return s if _EMAIL.fullmatch(s) else None
 
 
@@ -334,7 +346,7 @@ def _us_zip(digits: str) -> str:
 
 def _zp(value: str, country: str | None) -> str | None:
     """Lowercase letters and digits only (spaces, dashes, dots... go); US: first 5 digits."""
-    s = value.strip().lower()
+    s = _lower(value.strip())
     if s.isascii() and s.isdigit():  # fast path: "94035", "940351234", "75018"
         if country == "us" or (country is None and len(s) == 9):
             return _us_zip(s)
@@ -411,7 +423,7 @@ _COUNTRIES: Final[dict[str, str]] = _build_countries()
 
 
 def _country(value: str) -> str | None:
-    s = value.strip().lower()
+    s = _lower(value.strip())
     code = _COUNTRIES.get(s)  # fast path: "us", "usa"
     if code is None:
         code = _COUNTRIES.get(_fold(_letters(s)))
@@ -464,7 +476,7 @@ def normalize(
     rule = _RULES.get(key)
     if rule is None:
         raise ValueError("normalize() takes a hashed user_data key")
-    hint = country.strip().lower() if country else None
+    hint = _lower(country.strip()) if country else None
     return rule(value, hint, _phone_region(default_phone_country), this_year)
 
 
