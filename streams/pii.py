@@ -480,7 +480,7 @@ def normalize(
     return rule(value, hint, _phone_region(default_phone_country), this_year)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class PiiResult:
     """One event's user_data after normalization and hashing. Holds no raw hashed-key value.
 
@@ -500,6 +500,22 @@ class PiiResult:
     hashed: dict[str, int]
     prehashed: dict[str, int]
     dropped: dict[str, int]
+
+    def __init__(  # written, not generated: see streams/model.py
+        self,
+        user_data: dict[str, object],
+        warnings: tuple[str, ...],
+        errors: tuple[Error, ...],
+        hashed: dict[str, int],
+        prehashed: dict[str, int],
+        dropped: dict[str, int],
+    ) -> None:
+        object.__setattr__(self, "user_data", user_data)
+        object.__setattr__(self, "warnings", warnings)
+        object.__setattr__(self, "errors", errors)
+        object.__setattr__(self, "hashed", hashed)
+        object.__setattr__(self, "prehashed", prehashed)
+        object.__setattr__(self, "dropped", dropped)
 
 
 def _raw_values(key: str, value: object) -> tuple[list[str], bool]:
@@ -557,18 +573,41 @@ def _digest(
 
 _sha256: Final = hashlib.sha256
 
-# Memo of single-string results: (key, value, context) -> (digest, normal form). Real
-# traffic repeats values (country, st, ct, fn, ge; and the browser and server copies of
-# one conversion), and normalization is most of the pipeline's cost. Bounded: cleared
-# when full. It lives in process memory only, which holds these raw values anyway
-# while a batch is processed; nothing of it is logged, exported or persisted.
-_MEMO: Final[dict[tuple[str, str, object], tuple[str | None, str | None]]] = {}
-_MEMO_MAX: Final = 65_536
-# the context a memo key carries (hash_user_data passes it): zp and st read the country
-# hint, ph the default region, db the year; any other key depends on its value alone
+# Memo of single-string results, one per hashed key: value -> (digest, normal form), or
+# (value, context) -> the same for the keys whose rule reads more than the value (zp and
+# st the country hint, ph the default region, db the year). Real traffic repeats values
+# (country, st, ct, fn, ge; and the browser and server copies of one conversion), and
+# normalization is most of the pipeline's cost; a memo per key keeps a key of unique
+# values (em, ph, external_id) from evicting the repeated ones. Bounded: each is cleared
+# when full (65,536 entries in all). It lives in process memory only, which holds these
+# raw values anyway while a batch is processed; nothing of it is logged, exported or
+# persisted.
+_Hit = tuple[str | None, str | None]
+_MEMO: Final[dict[str, dict[object, _Hit]]] = {}
+_MEMO_MAX: Final = 65_536 // len(HASHED_KEYS)  # per key
+_CONTEXT_KEYS: Final = frozenset({"zp", "st", "ph", "db"})
 
 
-@dataclass(slots=True)
+def _memo_digest(
+    key: str, s: str, hint: str | None, region: str | None, this_year: int | None
+) -> _Hit:
+    """``_digest`` of one trimmed, non-blank string, through the memo of its key."""
+    memo = _MEMO.get(key)
+    if memo is None:
+        memo = _MEMO[key] = {}
+    mk: object = s
+    if key in _CONTEXT_KEYS:
+        mk = (s, region if key == "ph" else this_year if key == "db" else hint)
+    hit = memo.get(mk)
+    if hit is None:
+        hit = _digest(_RULES[key], s, hint, region, this_year)
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[mk] = hit
+    return hit
+
+
+@dataclass(slots=True, init=False)
 class _Many:
     """Outcome of one hashed key whose value is not a single string."""
 
@@ -578,6 +617,22 @@ class _Many:
     prehashed: int
     dropped: int
     bad_type: bool
+
+    def __init__(
+        self,
+        digests: list[str],
+        normals: set[str],
+        hashed: int,
+        prehashed: int,
+        dropped: int,
+        bad_type: bool,
+    ) -> None:
+        self.digests = digests
+        self.normals = normals
+        self.hashed = hashed
+        self.prehashed = prehashed
+        self.dropped = dropped
+        self.bad_type = bad_type
 
 
 def _hash_many(
@@ -627,8 +682,8 @@ def hash_user_data(
     hashed: dict[str, int] = {}
     prehashed: dict[str, int] = {}
     dropped_counts: dict[str, int] = {}
-    warnings: set[str] = set()
-    errors: list[Error] = []
+    warnings: set[str] | None = None  # made when needed (most events drop nothing)
+    errors: list[Error] | None = None
 
     # country first: its plain normal form is the hint for zp and st.
     hint: str | None = None
@@ -637,21 +692,13 @@ def hash_user_data(
     if type(raw_country) is str:  # one string (the usual case): the memo, as below
         s = raw_country.strip()
         if s:
-            ck: tuple[str, str, object] = ("country", s, None)
-            hit = _MEMO.get(ck)
-            if hit is None:
-                hit = _digest(_RULES["country"], s, None, region, this_year)
-                if len(_MEMO) >= _MEMO_MAX:
-                    _MEMO.clear()
-                _MEMO[ck] = hit
-            hint = hit[1]  # None when it was already hashed or is dropped
+            hint = _memo_digest("country", s, None, region, this_year)[1]
+            # (None when it was already hashed or is dropped)
     elif raw_country is not None:
         country = _hash_many("country", raw_country, None, region, this_year)
         if len(country.normals) == 1 and not country.prehashed:
             hint = next(iter(country.normals))
 
-    # the memo context of the keys whose rule depends on more than the value
-    context: dict[str, object] = {"zp": hint, "st": hint, "ph": region, "db": this_year}
     for key, value in user_data.items():
         if value is None:
             continue
@@ -661,16 +708,11 @@ def hash_user_data(
                 s = value.strip()
                 if not s:
                     continue
-                ck = (key, s, context.get(key))  # inlined _memo_digest (hot)
-                hit = _MEMO.get(ck)
-                if hit is None:
-                    hit = _digest(rule, s, hint, region, this_year)
-                    if len(_MEMO) >= _MEMO_MAX:
-                        _MEMO.clear()
-                    _MEMO[ck] = hit
-                digest, normal = hit
+                digest, normal = _memo_digest(key, s, hint, region, this_year)
                 if digest is None:
                     dropped_counts[key] = 1
+                    if warnings is None:
+                        warnings = set()
                     warnings.add(dropped(key))
                 else:
                     out[key] = [digest]
@@ -688,17 +730,25 @@ def hash_user_data(
                 prehashed[key] = many.prehashed
             if many.dropped:
                 dropped_counts[key] = many.dropped
+                if warnings is None:
+                    warnings = set()
                 warnings.add(dropped(key))
             if many.bad_type:
+                if errors is None:
+                    errors = []
                 errors.append(_type_error(key))
         elif key in PLAIN_KEYS:
             if isinstance(value, str):
                 if value and not value.isspace():  # blank means absent, as for hashed keys
                     out[key] = value
             else:
+                if errors is None:
+                    errors = []
                 errors.append(_type_error(key))
         else:
             dropped_counts[UNKNOWN_KEY] = dropped_counts.get(UNKNOWN_KEY, 0) + 1
+            if warnings is None:
+                warnings = set()
             warnings.add(DROPPED_UNKNOWN_USER_DATA_KEY)
     return PiiResult(
         user_data=out,
