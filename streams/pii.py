@@ -588,25 +588,6 @@ _MEMO_MAX: Final = 65_536 // len(HASHED_KEYS)  # per key
 _CONTEXT_KEYS: Final = frozenset({"zp", "st", "ph", "db"})
 
 
-def _memo_digest(
-    key: str, s: str, hint: str | None, region: str | None, this_year: int | None
-) -> _Hit:
-    """``_digest`` of one trimmed, non-blank string, through the memo of its key."""
-    memo = _MEMO.get(key)
-    if memo is None:
-        memo = _MEMO[key] = {}
-    mk: object = s
-    if key in _CONTEXT_KEYS:
-        mk = (s, region if key == "ph" else this_year if key == "db" else hint)
-    hit = memo.get(mk)
-    if hit is None:
-        hit = _digest(_RULES[key], s, hint, region, this_year)
-        if len(memo) >= _MEMO_MAX:
-            memo.clear()
-        memo[mk] = hit
-    return hit
-
-
 @dataclass(slots=True, init=False)
 class _Many:
     """Outcome of one hashed key whose value is not a single string."""
@@ -691,9 +672,8 @@ def hash_user_data(
     raw_country = user_data.get("country")
     if type(raw_country) is str:  # one string (the usual case): the memo, as below
         s = raw_country.strip()
-        if s:
-            hint = _memo_digest("country", s, None, region, this_year)[1]
-            # (None when it was already hashed or is dropped)
+        if s:  # the normal form _digest gives (none when already hashed or dropped)
+            hint = None if len(s) == 64 and _HEX64.fullmatch(s) else _country(s)
     elif raw_country is not None:
         country = _hash_many("country", raw_country, None, region, this_year)
         if len(country.normals) == 1 and not country.prehashed:
@@ -708,7 +688,19 @@ def hash_user_data(
                 s = value.strip()
                 if not s:
                     continue
-                digest, normal = _memo_digest(key, s, hint, region, this_year)
+                memo = _MEMO.get(key)  # the memo of this key (inlined: hot)
+                if memo is None:
+                    memo = _MEMO[key] = {}
+                mk: object = s
+                if key in _CONTEXT_KEYS:
+                    mk = (s, region if key == "ph" else this_year if key == "db" else hint)
+                hit = memo.get(mk)
+                if hit is None:
+                    hit = _digest(rule, s, hint, region, this_year)
+                    if len(memo) >= _MEMO_MAX:
+                        memo.clear()
+                    memo[mk] = hit
+                digest, normal = hit
                 if digest is None:
                     dropped_counts[key] = 1
                     if warnings is None:
