@@ -484,7 +484,8 @@ def normalize(
 class PiiResult:
     """One event's user_data after normalization and hashing. Holds no raw hashed-key value.
 
-    ``user_data``: hashed keys -> sorted, de-duplicated list of 64 lowercase hex digests;
+    ``user_data``: hashed keys -> sorted, de-duplicated list of 64 lowercase hex digests
+    (a one-digest list may be shared with other results: do not change it in place);
     plain keys -> their string, byte-exact. Keys with nothing left (or blank) are absent.
     ``warnings``: sorted, distinct codes (``dropped_<key>``, ``dropped_unknown_user_data_key``).
     ``errors``: one ``invalid_type`` Error per offending key, sorted by field; the value
@@ -582,7 +583,10 @@ _sha256: Final = hashlib.sha256
 # when full (65,536 entries in all). It lives in process memory only, which holds these
 # raw values anyway while a batch is processed; nothing of it is logged, exported or
 # persisted.
-_Hit = tuple[str | None, str | None]
+# (the one-element digest list a record carries, normal form): the list is shared by
+# every record with that value (never changed in place: records are read and written,
+# and dedup's merge adds keys, not digests), which saves a list per value and event
+_Hit = tuple[list[str] | None, str | None]
 _MEMO: Final[dict[str, dict[object, _Hit]]] = {}
 _MEMO_MAX: Final = 65_536 // len(HASHED_KEYS)  # per key
 _CONTEXT_KEYS: Final = frozenset({"zp", "st", "ph", "db"})
@@ -696,18 +700,19 @@ def hash_user_data(
                     mk = (s, region if key == "ph" else this_year if key == "db" else hint)
                 hit = memo.get(mk)
                 if hit is None:
-                    hit = _digest(rule, s, hint, region, this_year)
+                    digest, normal = _digest(rule, s, hint, region, this_year)
+                    hit = (None if digest is None else [digest], normal)
                     if len(memo) >= _MEMO_MAX:
                         memo.clear()
                     memo[mk] = hit
-                digest, normal = hit
-                if digest is None:
+                digests, normal = hit
+                if digests is None:
                     dropped_counts[key] = 1
                     if warnings is None:
                         warnings = set()
                     warnings.add(dropped(key))
                 else:
-                    out[key] = [digest]
+                    out[key] = digests
                     (hashed if normal is not None else prehashed)[key] = 1
                 continue
             if key == "country" and country is not None:
