@@ -6,29 +6,41 @@ KAFKA  := deploy/kafka/kafka.sh
 WITH_BROKER := deploy/kafka/with-broker.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test unit integration lint bench bench-e2e bench-restart bench-forward bench-collect chromium prometheus kafka-up kafka-down kafka-status clean
+.PHONY: help install compile demo test unit integration lint bench bench-e2e bench-restart bench-forward bench-collect chromium prometheus kafka-up kafka-down kafka-status clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+# the modules of the compiled core (streams/core.py COMPILED): mypyc builds them at install
+CORE_PY := $(shell $(PYTHON) -c "import runpy; print(' '.join('streams/%s.py' % n for n in runpy.run_path('streams/core.py')['COMPILED']))")
+
+$(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-install: $(BIN)/.installed ## create .venv and install convstream with dev tools
+install: $(BIN)/.installed ## create .venv and install convstream with dev tools (compiles the core)
+
+$(BIN)/.compiled: $(CORE_PY) streams/core.py streams/mypyc.ini | $(BIN)/.installed
+	$(BIN)/python -c 'import sys, streams.core as c; sys.exit(c.main(["--current"]))' || $(BIN)/pip install -q --no-deps -e .
+	$(BIN)/python -c 'import sys, streams.core as c; sys.exit(c.main(["--current"]))'
+	touch $@
+
+compile: $(BIN)/.compiled ## rebuild the compiled core after editing its modules (else they run pure)
 
 demo: install ## local broker + worker + sample traffic; prints output and metrics (KEEP_RUNNING=1 keeps it up)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/convstream demo $(if $(filter 1,$(KEEP_RUNNING)),--keep-running,)
 
-test: install chromium prometheus ## the whole suite: lint, types, unit, conformance, integration on a real broker
+test: install compile chromium prometheus ## the whole suite: lint, types, unit, conformance, integration on a real broker; unit + conformance again on the pure core
 	$(BIN)/ruff check streams agents tests bench
 	$(BIN)/mypy
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	CONVSTREAM_CORE=compiled PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	CONVSTREAM_CORE=pure $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/conformance $(PYTEST_ARGS)
 
-unit: install ## only the tests that need no broker
-	$(BIN)/python -m pytest -q tests/unit tests/conformance $(PYTEST_ARGS)
+unit: install compile ## only the tests that need no broker, on the compiled core and on the pure one
+	CONVSTREAM_CORE=compiled $(BIN)/python -m pytest -q tests/unit tests/conformance $(PYTEST_ARGS)
+	CONVSTREAM_CORE=pure $(BIN)/python -m pytest -q tests/unit tests/conformance $(PYTEST_ARGS)
 
 integration: install chromium prometheus ## only the real-broker tests
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(WITH_BROKER) $(BIN)/python -m pytest -q tests/integration $(PYTEST_ARGS)
@@ -82,4 +94,4 @@ kafka-status: ## is the local broker running and answering?
 
 clean: ## remove the venv and local state (jars, broker data)
 	-$(KAFKA) stop
-	rm -rf $(VENV) .cache *.egg-info
+	rm -rf $(VENV) .cache *.egg-info build streams/*.so streams/_core_build.json

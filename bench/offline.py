@@ -3,7 +3,12 @@ order them by received_at, validate, hash PII, dedup, attribute (with an ads cat
 and write the three output files -- the same ``cli.main(["process", ...])`` the command
 runs, in this process (interpreter start-up and imports not counted).
 
-    python bench/offline.py [N] [--rounds R]    (default ~100000 messages, best of 3)
+    python bench/offline.py [N] [--rounds R] [--compare]
+        (default ~100000 messages, best of 3 rounds)
+
+The core is the one this process imports (``CONVSTREAM_CORE``: compiled when built,
+else pure; printed first). ``--compare`` runs the compiled and the pure core in child
+processes instead, alternating, R rounds each, and prints both and their ratio.
 
 Traffic: ``bench.traffic.offline_files`` (browser/server pairs, id-less server copies,
 retries, landing hits with fbclid, Microdata, multi-event bodies, invalid events,
@@ -18,6 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +37,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.traffic import catalog_lines, offline_files
-from streams import cli
+from streams import cli, core
 
 
 def baseline(pixel: Path, server: Path, out: Path) -> None:
@@ -57,6 +65,29 @@ class Timing:
         self.cpu = min(self.cpu, time.process_time() - c0)
 
 
+def compare(n: int, rounds: int) -> None:
+    """Compiled and pure core in alternating child processes (one round each time)."""
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(rounds):
+        for which in ("compiled", "pure"):
+            env = {**os.environ, core.ENV: which}
+            cmd = [sys.executable, __file__, str(n), "--rounds", "1", "--json"]
+            out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+            got = json.loads(out.stdout.splitlines()[-1])
+            b = best.setdefault(which, {"cpu": float("inf"), "wall": float("inf")})
+            b["cpu"], b["wall"] = min(b["cpu"], got["cpu"]), min(b["wall"], got["wall"])
+            b["base_cpu"] = min(b.get("base_cpu", float("inf")), got["base_cpu"])
+            b["messages"] = got["messages"]
+    for which, b in best.items():
+        m = b["messages"]
+        print(
+            f"{which:8s} core: {m / b['cpu']:,.0f} messages per CPU second, "
+            f"{m / b['wall']:,.0f} per wall second ({b['cpu']:.2f} s CPU, {b['wall']:.2f} s "
+            f"wall; baseline {m / b['base_cpu']:,.0f}/CPU s, ratio {b['base_cpu'] / b['cpu']:.3f})"
+        )
+    print(f"ratio compiled / pure (CPU): {best['pure']['cpu'] / best['compiled']['cpu']:.2f}")
+
+
 def main() -> None:
     argv = sys.argv[1:]
     rounds = 3
@@ -64,6 +95,13 @@ def main() -> None:
         at = argv.index("--rounds")
         rounds = int(argv[at + 1])
         del argv[at : at + 2]
+    as_json = "--json" in argv
+    if as_json:
+        argv.remove("--json")
+    if "--compare" in argv:
+        argv.remove("--compare")
+        compare(int(argv[0]) if argv else 100_000, rounds)
+        return
     n = int(argv[0]) if argv else 100_000
     pixel_lines, server_lines = offline_files(n)
     with tempfile.TemporaryDirectory(prefix="convstream-bench-") as tmp:
@@ -91,6 +129,11 @@ def main() -> None:
             ours.run(process)
             base.run(lambda: baseline(pixel, server, d / "base"))
         outs = {f.name: f.read_bytes().count(b"\n") for f in sorted((d / "out").iterdir())}
+    if as_json:
+        timing = {"messages": messages, "cpu": ours.cpu, "wall": ours.wall}
+        print(json.dumps({**timing, "base_cpu": base.cpu, "core": core.running()}))
+        return
+    print(f"core: {core.running()} ({core.ENV}={os.environ.get(core.ENV, 'auto')})")
     print(
         f"{messages} messages ({len(pixel_lines)} pixel hits, {len(server_lines)} server "
         f"bodies), best of {rounds}"

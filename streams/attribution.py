@@ -38,22 +38,31 @@ Tally = Counter[tuple[str, ...]]
 Catalog = Callable[[str], specs.ResolvedAd | None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Fbc:
     """A parsed ``fbc`` value. ``in_seconds``: the creation time had 10 digits (seconds)
-    instead of Meta's 13 (milliseconds)."""
+    instead of Meta's 13 (milliseconds). (A written ``__init__``: see model.py.)"""
 
     fbclid: str
     click_time: int
     in_seconds: bool
 
+    def __init__(self, fbclid: str, click_time: int, in_seconds: bool) -> None:
+        object.__setattr__(self, "fbclid", fbclid)
+        object.__setattr__(self, "click_time", click_time)
+        object.__setattr__(self, "in_seconds", in_seconds)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Click:
     """One distinct fbclid of a conversion; ``fbc_time`` when it came from the fbc."""
 
     fbclid: str
     fbc_time: int | None
+
+    def __init__(self, fbclid: str, fbc_time: int | None) -> None:
+        object.__setattr__(self, "fbclid", fbclid)
+        object.__setattr__(self, "fbc_time", fbc_time)
 
 
 def _digits(text: str) -> bool:
@@ -150,13 +159,18 @@ def windows(lag_seconds: int) -> list[str]:
 
 def click_evidence(conversion: Mapping[str, Any]) -> list[Click]:
     """The distinct fbclids of a conversion: the fbc's first, then the URL's."""
+    return _evidence(conversion)[0]
+
+
+def _evidence(conversion: Mapping[str, Any]) -> tuple[list[Click], str | None]:
+    """``click_evidence``, and the fbclid of the conversion's own URL."""
     user_data = conversion.get("user_data") or {}
     fbc = parse_fbc(user_data.get("fbc"))
     clicks = [Click(fbc.fbclid, fbc.click_time)] if fbc is not None else []
     from_url = fbclid_from_url(conversion.get("event_source_url"))
     if from_url is not None and (fbc is None or fbc.fbclid != from_url):
         clicks.append(Click(from_url, None))
-    return clicks
+    return clicks, from_url
 
 
 def _summary(conversion: Mapping[str, Any]) -> dict[str, Any]:
@@ -174,25 +188,35 @@ def _summary(conversion: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def route(conversion: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The repartition step: ``(fbclid, message)`` for each click of a conversion."""
-    clicks = click_evidence(conversion)
+# one click of a conversion as route's message carries it: fbclid, fbc_time, hit (the
+# landing the conversion's own URL is, or None), the conversion's summary
+_Routed = tuple[str, "int | None", "dict[str, Any] | None", dict[str, Any]]
+
+
+def _routed(conversion: Mapping[str, Any]) -> list[_Routed]:
+    """The parts of route's messages (the summary shared: ``handle`` only reads it)."""
+    clicks, from_url = _evidence(conversion)
     if not clicks:
         return []
     url = conversion.get("event_source_url")
-    from_url = fbclid_from_url(url)
     summary = _summary(conversion)
-    out: list[tuple[str, dict[str, Any]]] = []
-    for click in clicks:
-        hit = {"url": url, "time": summary["event_time"]} if click.fbclid == from_url else None
-        msg = {
-            "fbclid": click.fbclid,
-            "fbc_time": click.fbc_time,
-            "hit": hit,
-            "conversion": dict(summary),
-        }
-        out.append((click.fbclid, msg))
-    return out
+    return [
+        (
+            c.fbclid,
+            c.fbc_time,
+            {"url": url, "time": summary["event_time"]} if c.fbclid == from_url else None,
+            summary,
+        )
+        for c in clicks
+    ]
+
+
+def route(conversion: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The repartition step: ``(fbclid, message)`` for each click of a conversion."""
+    return [
+        (fbclid, {"fbclid": fbclid, "fbc_time": t, "hit": hit, "conversion": dict(summary)})
+        for fbclid, t, hit, summary in _routed(conversion)
+    ]
 
 
 class Attributor:
@@ -205,17 +229,24 @@ class Attributor:
 
     def handle(self, msg: Mapping[str, Any], tally: Tally) -> dict[str, Any] | None:
         """Record the message's hit, then return its candidate (None when there is none)."""
-        fbclid: str = msg["fbclid"]
-        hit = msg.get("hit")
+        return self._take(msg["fbclid"], msg["fbc_time"], msg.get("hit"), msg["conversion"], tally)
+
+    def _take(
+        self,
+        fbclid: str,
+        click_time: int | None,
+        hit: Mapping[str, Any] | None,
+        conv: Mapping[str, Any],
+        tally: Tally,
+    ) -> dict[str, Any] | None:
+        """``handle`` of a message given by its parts."""
         if hit:
             self._record(fbclid, hit, tally)
         stored = self.landing.get(fbclid)
-        click_time = msg["fbc_time"]
         if click_time is None:
             if stored is None:
                 return None
             click_time = stored["time"]
-        conv = msg["conversion"]
         lag = conv["event_time"] - click_time
         in_windows = windows(lag)
         if not in_windows:
@@ -280,11 +311,14 @@ def attribute(
     conversions: Iterable[Mapping[str, Any]], attributor: Attributor, tally: Tally
 ) -> list[dict[str, Any]]:
     """Offline: route each conversion (counted with / without click evidence) and handle
-    its messages in order."""
+    its messages in order (as ``route_counted`` and ``handle`` do, without building the
+    messages: each click's parts go to the attributor as they are)."""
     out: list[dict[str, Any]] = []
     for conversion in conversions:
-        for _, msg in route_counted(conversion, tally):
-            candidate = attributor.handle(msg, tally)
+        routed = _routed(conversion)
+        tally["click_evidence", "with" if routed else "without"] += 1
+        for fbclid, fbc_time, hit, summary in routed:
+            candidate = attributor._take(fbclid, fbc_time, hit, summary, tally)
             if candidate is not None:
                 out.append(candidate)
     return out

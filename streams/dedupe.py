@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from streams.metrics import event_label
@@ -55,17 +55,41 @@ Method = Literal["event_id", "fbp", "external_id"]
 State = MutableMapping[str, dict[str, Any]]
 
 
-@dataclass(slots=True)
-class Decision:
-    """What to do with one conversion record."""
+Action = Literal["emit", "hold", "duplicate", "replay"]
 
-    action: Literal["emit", "hold", "duplicate", "replay"]
-    method: Method | None = None  # the rule that matched (duplicate) or keys it (kept)
-    kept_cid: str | None = None  # for a duplicate: the conversion it is a copy of
-    kept_at: float | None = None  # for a duplicate: the received_at of that kept copy
-    late: bool = False  # kept, but a copy of an expired key arrived (after the window)
-    merged: bool = False  # a duplicate merged into a held conversion
-    emit: list[dict[str, Any]] = field(default_factory=list)  # records to write now
+
+@dataclass(slots=True, init=False)
+class Decision:
+    """What to do with one conversion record. (A written ``__init__``: see model.py.)"""
+
+    action: Action
+    method: Method | None  # the rule that matched (duplicate) or keys it (kept)
+    kept_cid: str | None  # for a duplicate: the conversion it is a copy of
+    kept_at: float | None  # for a duplicate: the received_at of that kept copy
+    late: bool  # kept, but a copy of an expired key arrived (after the window)
+    merged: bool  # a duplicate merged into a held conversion
+    emit: list[dict[str, Any]]  # records to write now
+    kept_src: str  # for a duplicate: the source of the kept copy (browser by the fallback)
+
+    def __init__(
+        self,
+        action: Action,
+        method: Method | None = None,
+        *,
+        kept_cid: str | None = None,
+        kept_at: float | None = None,
+        late: bool = False,
+        merged: bool = False,
+        emit: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.action = action
+        self.method = method
+        self.kept_cid = kept_cid
+        self.kept_at = kept_at
+        self.late = late
+        self.merged = merged
+        self.emit = [] if emit is None else emit
+        self.kept_src = "browser"
 
 
 def _ids(rec: dict[str, Any]) -> tuple[str, str]:
@@ -95,7 +119,10 @@ def first_four(value: str) -> str:
 
 def fallback_keys(rec: dict[str, Any]) -> list[tuple[Method, str]]:
     """The fallback keys of a record: fbp first, then each hashed external_id."""
-    scope = _scope(rec)
+    return _fallback_keys(rec, _scope(rec))
+
+
+def _fallback_keys(rec: dict[str, Any], scope: str) -> list[tuple[Method, str]]:
     ud = rec.get("user_data") or {}
     keys: list[tuple[Method, str]] = []
     fbp = ud.get("fbp")
@@ -201,7 +228,9 @@ class Deduper:
         t = rec["received_at"]
         cid = rec["conversion_id"]
         ns = namespace(rec)
-        ekey = event_id_key(rec)
+        scope = f"{rec['pixel_id']}{ns}|{rec['event_name']}"  # _scope(rec), once
+        eid = rec.get("event_id")
+        ekey = f"e|{scope}|{eid}" if eid else None  # event_id_key(rec)
         late = False
         if ekey is not None:
             kept = self.state.get(ekey)
@@ -210,14 +239,16 @@ class Deduper:
             if kept is not None and _fresh(kept, t, self.window):
                 if source == "server" and kept["src"] == "browser":
                     self._twin(ns, kept["cid"], kept["t"], [cid, t])
-                return self._duplicate(rec, "event_id", kept["cid"], kept["t"], ns)
+                d = self._duplicate(rec, "event_id", kept["cid"], kept["t"], ns)
+                d.kept_src = kept["src"]
+                return d
             late = kept is not None
         elif source == "server":
-            found = self._absorber(rec, ns, cid, t)
+            found = self._absorber(rec, ns, cid, t, scope)
             if found is not None:
                 return found
         if source == "browser":
-            keys = fallback_keys(rec)
+            keys = _fallback_keys(rec, scope)
             if keys:
                 bkey = _book_key(ns, cid)
                 book = _book(self.state.get(bkey))
@@ -254,7 +285,9 @@ class Deduper:
                 self.state[bkey] = {"t": value["t"], "l": book}
                 return
 
-    def _absorber(self, rec: dict[str, Any], ns: str, cid: str, t: float) -> Decision | None:
+    def _absorber(
+        self, rec: dict[str, Any], ns: str, cid: str, t: float, scope: str
+    ) -> Decision | None:
         """An id-less server copy: absorbed by the earliest free browser event received
         within the window before it (by received_at, then cid; fbp before external_id
         on a tie) that matches one of its fallback keys; a replay when a browser event
@@ -266,7 +299,7 @@ class Deduper:
         books: dict[str, list[list[Any]]] = {}
         regs: list[tuple[str, dict[str, Any], list[list[Any]], bool]] = []
         best: tuple[float, str, Method, int, int] | None = None  # t, cid, rule, reg, entry
-        for rule, fkey in fallback_keys(rec):
+        for rule, fkey in _fallback_keys(rec, scope):
             value = self.state.get(fkey)
             if value is None:
                 continue
@@ -369,10 +402,7 @@ class DedupStage:
             source = rec["sources"][0]
             d = self.deduper.decide(rec, source)
             if d.action == "duplicate":
-                ekey = event_id_key(rec)
-                kept = self.deduper.state.get(ekey) if ekey else None
-                kept_src = kept["src"] if d.method == "event_id" and kept else "browser"
-                tally["duplicates", d.method, f"{kept_src}>{source}"] += 1
+                tally["duplicates", d.method, f"{d.kept_src}>{source}"] += 1
                 if d.merged:
                     tally["merges",] += 1
             elif d.action == "replay":

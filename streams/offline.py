@@ -27,7 +27,7 @@ from streams.settings import Settings
 from streams.tally import Tally
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Line:
     source: Source
     topic: str
@@ -35,7 +35,21 @@ class Line:
     value: bytes
     # received_at of ``value`` when read_lines found one (None: none, or not looked at):
     # the file is decoded once for ordering, not again for stream time
-    received_at: float | None = field(default=None, compare=False)
+    received_at: float | None = field(compare=False)
+
+    def __init__(  # written, not generated: see streams/model.py
+        self,
+        source: Source,
+        topic: str,
+        number: int,
+        value: bytes,
+        received_at: float | None = None,
+    ) -> None:
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "topic", topic)
+        object.__setattr__(self, "number", number)
+        object.__setattr__(self, "value", value)
+        object.__setattr__(self, "received_at", received_at)
 
 
 def _line_received_at(line: Line) -> float | None:

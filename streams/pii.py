@@ -55,6 +55,18 @@ _MIN_YEAR: Final = 1900
 _MAX_INT: Final = 2**64  # JSON integers beyond 64 bits are not accepted as numbers
 
 
+# str.lower as CPython defines it. Compiled (mypyc) code has its own lower() for str,
+# which lacks the one context rule CPython applies: a capital sigma that ends a word
+# becomes final sigma. Called through this name, compiled code runs CPython's method.
+_STR_LOWER: Final[Callable[[str], str]] = str.lower
+_CAPITAL_SIGMA: Final = "\u03a3"
+
+
+def _lower(s: str) -> str:
+    """``s.lower()``, the same in pure Python and compiled."""
+    return _STR_LOWER(s) if _CAPITAL_SIGMA in s else s.lower()
+
+
 def sha256_hex(s: str) -> str:
     """Lowercase hex SHA-256 of the UTF-8 bytes of ``s``."""
     return hashlib.sha256(s.encode("utf-8")).hexdigest()
@@ -97,7 +109,7 @@ def _letters(value: str) -> str:
     survive (``हिन्दी`` stays whole)."""
     if not value.isascii():
         value = unicodedata.normalize("NFC", value)
-    return value.lower().translate(_LETTERS)
+    return _lower(value).translate(_LETTERS)
 
 
 def _fold(letters: str) -> str:
@@ -116,7 +128,7 @@ _EMAIL: Final = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
 
 
 def _em(value: str) -> str | None:
-    s = value.strip().lower()
+    s = _lower(value.strip())
     return s if _EMAIL.fullmatch(s) else None
 
 
@@ -334,7 +346,7 @@ def _us_zip(digits: str) -> str:
 
 def _zp(value: str, country: str | None) -> str | None:
     """Lowercase letters and digits only (spaces, dashes, dots... go); US: first 5 digits."""
-    s = value.strip().lower()
+    s = _lower(value.strip())
     if s.isascii() and s.isdigit():  # fast path: "94035", "940351234", "75018"
         if country == "us" or (country is None and len(s) == 9):
             return _us_zip(s)
@@ -411,7 +423,7 @@ _COUNTRIES: Final[dict[str, str]] = _build_countries()
 
 
 def _country(value: str) -> str | None:
-    s = value.strip().lower()
+    s = _lower(value.strip())
     code = _COUNTRIES.get(s)  # fast path: "us", "usa"
     if code is None:
         code = _COUNTRIES.get(_fold(_letters(s)))
@@ -464,15 +476,16 @@ def normalize(
     rule = _RULES.get(key)
     if rule is None:
         raise ValueError("normalize() takes a hashed user_data key")
-    hint = country.strip().lower() if country else None
+    hint = _lower(country.strip()) if country else None
     return rule(value, hint, _phone_region(default_phone_country), this_year)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class PiiResult:
     """One event's user_data after normalization and hashing. Holds no raw hashed-key value.
 
-    ``user_data``: hashed keys -> sorted, de-duplicated list of 64 lowercase hex digests;
+    ``user_data``: hashed keys -> sorted, de-duplicated list of 64 lowercase hex digests
+    (a one-digest list may be shared with other results: do not change it in place);
     plain keys -> their string, byte-exact. Keys with nothing left (or blank) are absent.
     ``warnings``: sorted, distinct codes (``dropped_<key>``, ``dropped_unknown_user_data_key``).
     ``errors``: one ``invalid_type`` Error per offending key, sorted by field; the value
@@ -488,6 +501,22 @@ class PiiResult:
     hashed: dict[str, int]
     prehashed: dict[str, int]
     dropped: dict[str, int]
+
+    def __init__(  # written, not generated: see streams/model.py
+        self,
+        user_data: dict[str, object],
+        warnings: tuple[str, ...],
+        errors: tuple[Error, ...],
+        hashed: dict[str, int],
+        prehashed: dict[str, int],
+        dropped: dict[str, int],
+    ) -> None:
+        object.__setattr__(self, "user_data", user_data)
+        object.__setattr__(self, "warnings", warnings)
+        object.__setattr__(self, "errors", errors)
+        object.__setattr__(self, "hashed", hashed)
+        object.__setattr__(self, "prehashed", prehashed)
+        object.__setattr__(self, "dropped", dropped)
 
 
 def _raw_values(key: str, value: object) -> tuple[list[str], bool]:
@@ -545,18 +574,25 @@ def _digest(
 
 _sha256: Final = hashlib.sha256
 
-# Memo of single-string results: (key, value, context) -> (digest, normal form). Real
-# traffic repeats values (country, st, ct, fn, ge; and the browser and server copies of
-# one conversion), and normalization is most of the pipeline's cost. Bounded: cleared
-# when full. It lives in process memory only, which holds these raw values anyway
-# while a batch is processed; nothing of it is logged, exported or persisted.
-_MEMO: Final[dict[tuple[str, str, object], tuple[str | None, str | None]]] = {}
-_MEMO_MAX: Final = 65_536
-# the context a memo key carries (hash_user_data passes it): zp and st read the country
-# hint, ph the default region, db the year; any other key depends on its value alone
+# Memo of single-string results, one per hashed key: value -> (digest, normal form), or
+# (value, context) -> the same for the keys whose rule reads more than the value (zp and
+# st the country hint, ph the default region, db the year). Real traffic repeats values
+# (country, st, ct, fn, ge; and the browser and server copies of one conversion), and
+# normalization is most of the pipeline's cost; a memo per key keeps a key of unique
+# values (em, ph, external_id) from evicting the repeated ones. Bounded: each is cleared
+# when full (65,536 entries in all). It lives in process memory only, which holds these
+# raw values anyway while a batch is processed; nothing of it is logged, exported or
+# persisted.
+# (the one-element digest list a record carries, normal form): the list is shared by
+# every record with that value (never changed in place: records are read and written,
+# and dedup's merge adds keys, not digests), which saves a list per value and event
+_Hit = tuple[list[str] | None, str | None]
+_MEMO: Final[dict[str, dict[object, _Hit]]] = {}
+_MEMO_MAX: Final = 65_536 // len(HASHED_KEYS)  # per key
+_CONTEXT_KEYS: Final = frozenset({"zp", "st", "ph", "db"})
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Many:
     """Outcome of one hashed key whose value is not a single string."""
 
@@ -566,6 +602,22 @@ class _Many:
     prehashed: int
     dropped: int
     bad_type: bool
+
+    def __init__(
+        self,
+        digests: list[str],
+        normals: set[str],
+        hashed: int,
+        prehashed: int,
+        dropped: int,
+        bad_type: bool,
+    ) -> None:
+        self.digests = digests
+        self.normals = normals
+        self.hashed = hashed
+        self.prehashed = prehashed
+        self.dropped = dropped
+        self.bad_type = bad_type
 
 
 def _hash_many(
@@ -615,8 +667,8 @@ def hash_user_data(
     hashed: dict[str, int] = {}
     prehashed: dict[str, int] = {}
     dropped_counts: dict[str, int] = {}
-    warnings: set[str] = set()
-    errors: list[Error] = []
+    warnings: set[str] | None = None  # made when needed (most events drop nothing)
+    errors: list[Error] | None = None
 
     # country first: its plain normal form is the hint for zp and st.
     hint: str | None = None
@@ -624,22 +676,13 @@ def hash_user_data(
     raw_country = user_data.get("country")
     if type(raw_country) is str:  # one string (the usual case): the memo, as below
         s = raw_country.strip()
-        if s:
-            ck: tuple[str, str, object] = ("country", s, None)
-            hit = _MEMO.get(ck)
-            if hit is None:
-                hit = _digest(_RULES["country"], s, None, region, this_year)
-                if len(_MEMO) >= _MEMO_MAX:
-                    _MEMO.clear()
-                _MEMO[ck] = hit
-            hint = hit[1]  # None when it was already hashed or is dropped
+        if s:  # the normal form _digest gives (none when already hashed or dropped)
+            hint = None if len(s) == 64 and _HEX64.fullmatch(s) else _country(s)
     elif raw_country is not None:
         country = _hash_many("country", raw_country, None, region, this_year)
         if len(country.normals) == 1 and not country.prehashed:
             hint = next(iter(country.normals))
 
-    # the memo context of the keys whose rule depends on more than the value
-    context: dict[str, object] = {"zp": hint, "st": hint, "ph": region, "db": this_year}
     for key, value in user_data.items():
         if value is None:
             continue
@@ -649,19 +692,27 @@ def hash_user_data(
                 s = value.strip()
                 if not s:
                     continue
-                ck = (key, s, context.get(key))  # inlined _memo_digest (hot)
-                hit = _MEMO.get(ck)
+                memo = _MEMO.get(key)  # the memo of this key (inlined: hot)
+                if memo is None:
+                    memo = _MEMO[key] = {}
+                mk: object = s
+                if key in _CONTEXT_KEYS:
+                    mk = (s, region if key == "ph" else this_year if key == "db" else hint)
+                hit = memo.get(mk)
                 if hit is None:
-                    hit = _digest(rule, s, hint, region, this_year)
-                    if len(_MEMO) >= _MEMO_MAX:
-                        _MEMO.clear()
-                    _MEMO[ck] = hit
-                digest, normal = hit
-                if digest is None:
+                    digest, normal = _digest(rule, s, hint, region, this_year)
+                    hit = (None if digest is None else [digest], normal)
+                    if len(memo) >= _MEMO_MAX:
+                        memo.clear()
+                    memo[mk] = hit
+                digests, normal = hit
+                if digests is None:
                     dropped_counts[key] = 1
+                    if warnings is None:
+                        warnings = set()
                     warnings.add(dropped(key))
                 else:
-                    out[key] = [digest]
+                    out[key] = digests
                     (hashed if normal is not None else prehashed)[key] = 1
                 continue
             if key == "country" and country is not None:
@@ -676,17 +727,25 @@ def hash_user_data(
                 prehashed[key] = many.prehashed
             if many.dropped:
                 dropped_counts[key] = many.dropped
+                if warnings is None:
+                    warnings = set()
                 warnings.add(dropped(key))
             if many.bad_type:
+                if errors is None:
+                    errors = []
                 errors.append(_type_error(key))
         elif key in PLAIN_KEYS:
             if isinstance(value, str):
                 if value and not value.isspace():  # blank means absent, as for hashed keys
                     out[key] = value
             else:
+                if errors is None:
+                    errors = []
                 errors.append(_type_error(key))
         else:
             dropped_counts[UNKNOWN_KEY] = dropped_counts.get(UNKNOWN_KEY, 0) + 1
+            if warnings is None:
+                warnings = set()
             warnings.add(DROPPED_UNKNOWN_USER_DATA_KEY)
     return PiiResult(
         user_data=out,

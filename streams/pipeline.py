@@ -81,33 +81,39 @@ class Pipeline:
             return
         ud = ev.get("user_data")
         pii = hash_user_data(
-            ud if isinstance(ud, dict) else {},
+            ud if isinstance(ud, dict) else _NO_USER_DATA,
             default_phone_country=self.settings.default_phone_country,
             this_year=_year(raw.received_at),
         )
-        for outcome, counts in ((_HASHED, pii.hashed), (_PREHASHED, pii.prehashed)):
-            for key, n in counts.items():
-                tally[outcome[key]] += n
-        for key, n in pii.dropped.items():
-            tally["pii_values", key, "dropped"] += n
-        checked = validate.check(raw, pii.user_data, self.settings.pixel_allowlist)
-        errors = [*pii.errors, *checked.errors]
-        if errors:
-            safe = records.safe_event(ev, pii.user_data)
+        for key, n in pii.hashed.items():
+            tally[_HASHED[key]] += n
+        if pii.prehashed:
+            for key, n in pii.prehashed.items():
+                tally[_PREHASHED[key]] += n
+        if pii.dropped:
+            for key, n in pii.dropped.items():
+                tally["pii_values", key, "dropped"] += n
+        user_data = pii.user_data
+        checked = validate.check(raw, user_data, self.settings.pixel_allowlist)
+        if pii.errors or checked.errors:
+            errors = [*pii.errors, *checked.errors]
+            safe = records.safe_event(ev, user_data)
             out.dead_letters.append(
                 records.dead_letter(origin, errors=errors, now=now, raw=raw, safe_event=safe)
             )
             _count_dead(tally, raw.source, errors)
             return
-        warnings = [*raw.warnings, *checked.warnings, *pii.warnings]
-        fbc = attribution.fbc_warning(pii.user_data)
+        warnings = raw.warnings + checked.warnings if checked.warnings else list(raw.warnings)
+        if pii.warnings:
+            warnings.extend(pii.warnings)
+        fbc = attribution.fbc_warning(user_data)
         if fbc is not None:
             warnings.append(fbc)
-        body = records.capi_event(raw, checked, pii.user_data)
         rec = records.conversion(
             raw,
-            body,
-            match_quality=match_quality(pii.user_data),
+            checked,
+            user_data,
+            match_quality=match_quality(user_data),
             warnings=warnings,
             now=now,
         )
@@ -117,6 +123,7 @@ class Pipeline:
             tally["warnings", w] += 1
 
 
+_NO_USER_DATA: Final[dict[str, object]] = {}  # (read only)
 # tally keys of the per-key PII counts, built once (two per hashed key and event)
 _HASHED: Final = {k: ("pii_values", k, "hashed") for k in HASHED_KEYS}
 _PREHASHED: Final = {k: ("pii_values", k, "prehashed") for k in HASHED_KEYS}

@@ -17,6 +17,10 @@ _HEX: Final = "0123456789abcdefABCDEF"
 _HEX_BYTE: Final[dict[bytes, bytes]] = {
     (a + b).encode(): bytes.fromhex(a + b) for a in _HEX for b in _HEX
 }
+# the same, for the escapes of ASCII characters, as text (``"3A"`` -> ``":"``)
+_HEX_ASCII: Final[dict[str, str]] = {
+    k.decode(): v.decode() for k, v in _HEX_BYTE.items() if v < b"\x80"
+}
 # characters for which urlsplit does more than cut the string (IPv6 hosts, removed
 # control characters); non-ASCII URLs also take the standard path (netloc checks)
 _URLSPLIT_SPECIAL: Final = frozenset("[]\t\r\n")
@@ -29,6 +33,23 @@ def unquote(s: str) -> str:
         return s
     if not s.isascii():
         return _stdlib_unquote(s)
+    parts = s.split("%")  # first as text: URLs escape ASCII characters (":", "/", "=")
+    out = [parts[0]]
+    for item in parts[1:]:
+        ch = _HEX_ASCII.get(item[:2])
+        if ch is not None:
+            out.append(ch)
+            out.append(item[2:])
+        elif item[:2].encode() in _HEX_BYTE:
+            return _unquote_bytes(s)  # a byte >= 0x80: part of a UTF-8 sequence
+        else:
+            out.append("%")
+            out.append(item)
+    return "".join(out)
+
+
+def _unquote_bytes(s: str) -> str:
+    """``unquote`` of an ASCII string, byte by byte (escapes of UTF-8 sequences)."""
     bits = s.encode().split(b"%")
     res = [bits[0]]
     append = res.append
@@ -58,6 +79,19 @@ def pairs(qs: str) -> list[tuple[str, str]]:
     return out
 
 
+def _name(raw: str) -> str:
+    """A parameter name decoded (``+`` is a space, then ``%XX``)."""
+    name = raw.replace("+", " ") if "+" in raw else raw
+    return unquote(name) if "%" in name else name
+
+
+# Decoded parameter names (``cd%5Bvalue%5D`` -> ``cd[value]``): a pixel sends the same
+# few dozen. Bounded (names up to 64 characters, 1,024 of them), process memory only.
+_NAMES: Final[dict[str, str]] = {}
+_NAMES_MAX: Final = 1024
+_NAME_MAX: Final = 64
+
+
 def first_wins(qs: str) -> dict[str, str]:
     """The pairs as a dict; the first occurrence of a name wins. (``pairs`` unrolled:
     a pixel hit is split this way, and most of its fields need no decoding.)"""
@@ -65,11 +99,12 @@ def first_wins(qs: str) -> dict[str, str]:
     for field in qs.split("&"):
         if not field:
             continue
-        name, _, value = field.partition("=")
-        if "+" in name:
-            name = name.replace("+", " ")
-        if "%" in name:
-            name = unquote(name)
+        raw, _, value = field.partition("=")
+        name = _NAMES.get(raw)
+        if name is None:
+            name = _name(raw)
+            if len(raw) <= _NAME_MAX and len(_NAMES) < _NAMES_MAX:
+                _NAMES[raw] = name
         if name in out:
             continue
         if "+" in value:

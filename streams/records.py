@@ -30,7 +30,7 @@ def _str_or_none(v: Any) -> str | None:
 
 
 def conversion_id(
-    pixel_id: str, event_name: str, event_id: str | None, capi: dict[str, Any]
+    pixel_id: str, event_name: str | None, event_id: str | None, capi: dict[str, Any]
 ) -> str:
     """Stable id: the event_id dedup key, or the canonical JSON of the kept CAPI event."""
     if event_id:
@@ -40,29 +40,14 @@ def conversion_id(
     return hashlib.sha256(basis).hexdigest()
 
 
-def capi_event(raw: RawEvent, checked: Checked, user_data: dict[str, Any]) -> dict[str, Any]:
-    """The CAPI server-event part of a conversion, from a validated event."""
-    ev = raw.event
-    dpo = ev.get("data_processing_options")
-    out: dict[str, Any] = {
-        "event_name": checked.event_name,
-        "event_time": checked.event_time,
-        "event_id": checked.event_id,
-        "action_source": checked.action_source,
-        "event_source_url": checked.event_source_url,
-        "opt_out": ev.get("opt_out") is True,
-        "user_data": user_data,
-        "custom_data": checked.custom_data,
-        "data_processing_options": dpo if isinstance(dpo, list) else [],
-        "test_event_code": _str_or_none(raw.test_event_code),
-    }
+def _capi_extras(ev: dict[str, Any], out: dict[str, Any]) -> None:
+    """The optional CAPI fields, after the fixed ones (their order is the output's)."""
     for k in ("data_processing_options_country", "data_processing_options_state"):
         v = ev.get(k)
         if isinstance(v, int) and not isinstance(v, bool):
             out[k] = v
     if isinstance(ev.get("referrer_url"), str):
         out["referrer_url"] = ev["referrer_url"]
-    return out
 
 
 # Fields a dead letter keeps, with the JSON types they must have (else null): enough to
@@ -96,18 +81,40 @@ def safe_event(event: dict[str, Any], hashed_user_data: dict[str, Any]) -> dict[
 
 def conversion(
     raw: RawEvent,
-    capi: dict[str, Any],
+    checked: Checked,
+    user_data: dict[str, Any],
     *,
     match_quality: dict[str, Any],
     warnings: list[str],
     now: float,
 ) -> dict[str, Any]:
+    """The conversion record (SPEC §7): ``conversion_id``, ``pixel_id``, the CAPI event
+    (the fields forward sends), then convstream's fields. Built as one dict: the CAPI part is a
+    dict of its own only where the id is the canonical JSON of it (no event_id)."""
     pixel_id = str(raw.pixel_id)
+    ev = raw.event
+    dpo = ev.get("data_processing_options")
+    name, event_id = checked.event_name, checked.event_id
     rec: dict[str, Any] = {
-        "conversion_id": conversion_id(pixel_id, capi["event_name"], capi["event_id"], capi),
+        "conversion_id": "",
         "pixel_id": pixel_id,
+        "event_name": name,
+        "event_time": checked.event_time,
+        "event_id": event_id,
+        "action_source": checked.action_source,
+        "event_source_url": checked.event_source_url,
+        "opt_out": ev.get("opt_out") is True,
+        "user_data": user_data,
+        "custom_data": checked.custom_data,
+        "data_processing_options": dpo if isinstance(dpo, list) else [],
+        "test_event_code": _str_or_none(raw.test_event_code),
     }
-    rec.update(capi)
+    _capi_extras(ev, rec)
+    capi = rec
+    if not event_id:  # the id is the CAPI event's canonical JSON: that part alone
+        capi = rec.copy()
+        del capi["conversion_id"], capi["pixel_id"]
+    rec["conversion_id"] = conversion_id(pixel_id, name, event_id, capi)
     rec["sources"] = [raw.source]
     rec["dedup"] = {"method": None, "duplicates": 0}
     rec["match_quality"] = match_quality

@@ -140,6 +140,7 @@ ENV_VARS: dict[str, str] = {
     "CONVSTREAM_DEDUP_LATENESS": "seconds dedup waits for copies received earlier (0: none)",
     "CONVSTREAM_PIXEL_ALLOWLIST": "comma-separated pixel ids; others are dead-lettered",
     "CONVSTREAM_DEFAULT_PHONE_COUNTRY": "ISO country whose calling code prefixes bare phones",
+    "CONVSTREAM_CORE": "per-event core: auto, compiled (mypyc) or pure (read by streams/core.py)",
     "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
     "KAFKA_SASL_MECHANISM": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
     "KAFKA_SASL_USERNAME": "SASL user",

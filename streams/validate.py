@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 import pycountry
@@ -43,19 +43,31 @@ WEAK_KEY_SETS: Final = (
 )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Checked:
-    """The outcome of validation: errors (empty when valid) and normalized fields."""
+    """The outcome of validation: errors (empty when valid) and normalized fields.
+    (A written ``__init__``: see streams/model.py.)"""
 
-    errors: list[Error] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    pixel_id: str | None = None
-    event_name: str | None = None
-    event_time: int | None = None
-    event_id: str | None = None
-    action_source: str | None = None
-    event_source_url: str | None = None
-    custom_data: dict[str, Any] = field(default_factory=dict)
+    errors: list[Error]
+    warnings: list[str]
+    pixel_id: str | None
+    event_name: str | None
+    event_time: int | None
+    event_id: str | None
+    action_source: str | None
+    event_source_url: str | None
+    custom_data: dict[str, Any]
+
+    def __init__(self) -> None:
+        self.errors = []
+        self.warnings = []
+        self.pixel_id = None
+        self.event_name = None
+        self.event_time = None
+        self.event_id = None
+        self.action_source = None
+        self.event_source_url = None
+        self.custom_data = {}
 
 
 def _is_int(v: Any) -> bool:
@@ -272,9 +284,12 @@ def check(
     """All SPEC §3 rules for one event whose user_data was already normalized and hashed."""
     c = Checked()
     ev = raw.event
-    pid_field = "id" if raw.source == "browser" else "pixel_id"
-    c.pixel_id, errs = pixel_id(raw.pixel_id, pid_field, allowlist)
-    c.errors.extend(errs)
+    pid = raw.pixel_id
+    if allowlist is None and type(pid) is str and pid in _GOOD_PIXEL_IDS:
+        c.pixel_id = pid  # pixel_id()'s answer for a remembered id, without its tuple
+    else:
+        c.pixel_id, errs = pixel_id(pid, "id" if raw.source == "browser" else "pixel_id", allowlist)
+        c.errors.extend(errs)
     c.event_name = _string(ev, "event_name", c, required=True)
     action_source = _string(ev, "action_source", c, required=True)
     if action_source is not None and action_source not in ACTION_SOURCES:

@@ -89,6 +89,7 @@ NORMALIZE_CASES: list[tuple[str, str, str | None]] = [
     # em
     ("em", " John_Smith@gmail.com ", "john_smith@gmail.com"),
     ("em", "JOHN.SMITH+tag@Example.CO.UK", "john.smith+tag@example.co.uk"),
+    ("em", "ΟΔΟΣ@Example.GR", "οδος@example.gr"),  # final sigma (str.lower), compiled too
     ("em", "\tmary@example.com\n", "mary@example.com"),
     ("em", "josé@exämple.de", "josé@exämple.de"),
     ("em", "john_smith", None),
@@ -128,6 +129,7 @@ NORMALIZE_CASES: list[tuple[str, str, str | None]] = [
     ("fn", "Zoë!", "zoë"),
     ("ln", "Müller", "müller"),
     ("ln", "ΣΩΚΡΑΤΗΣ", "σωκρατης"),
+    ("ct", "ΣΑΜΟΣ ΣΑΜΟΣ", "σαμοςσαμος"),  # each word's last sigma is final
     ("fn", "Владимир", "владимир"),
     ("fn", "हिन्दी", "हिन्दी"),  # combining vowel signs are kept
     ("fn", "太郎", "太郎"),
