@@ -76,7 +76,7 @@ class Settings:
     web_port: int = 6066
     log_level: str = "info"
     batch_size: int = 1000
-    batch_within: float = 0.05
+    batch_within: float = 0.02
     dedup_window: int = 172_800
     dedup_sweep_interval: float = 60.0
     merge_window: int = 0
