@@ -49,8 +49,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from streams.app import create_app
     from streams.logs import logging_config
-    from streams.runtime import tune_gc
+    from streams.runtime import tune_gc, tune_malloc
 
+    tune_malloc()
     wiring = create_app(s)
     # the internal topics exist, and the broker's metadata shows them, before any
     # consumer joins its group (else their partitions stay unassigned for minutes);
@@ -62,7 +63,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         t = s.topics
         await kafka_io.check_access(
             s,
-            reads=(t.pixel_raw, t.server_raw, t.catalog, t.conversions),  # attribution
+            reads=(t.pixel_raw, t.server_raw, t.catalog),
             writes=(t.conversions, t.candidates, t.dead_letter),
             groups=worker_groups(s),
         )

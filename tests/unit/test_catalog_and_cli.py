@@ -574,3 +574,11 @@ def test_catalog_apply_never_raises_on_any_json(over: dict[str, Any], on_example
     assert (error is None) == (len(catalog) == 1)
     if error is not None:
         assert error.code == "invalid_ad" and error.message
+
+
+def test_the_worker_fixes_glibc_s_mmap_threshold_where_there_is_glibc() -> None:
+    import platform
+
+    from streams.runtime import tune_malloc
+
+    assert tune_malloc() is (platform.libc_ver()[0] == "glibc")
