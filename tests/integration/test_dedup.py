@@ -15,7 +15,13 @@ from agents.outputs import partition_for
 from bench.stores import recoveries
 from streams.dedupe import partition_key
 from tests.helpers import RECEIVED_AT, pixel_hit, server_event, server_message
-from tests.integration.conftest import all_topics, dedup_consumed, read_to_end, send_in_order
+from tests.integration.conftest import (
+    all_topics,
+    dedup_consumed,
+    free_port,
+    read_to_end,
+    send_in_order,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -190,12 +196,12 @@ def test_scale_out_with_a_rebalance_gives_the_same_output(
     items = many_copies(k, RECEIVED_AT)
     w1 = start_worker(s, name="w1")
     w2 = start_worker(
-        s.with_overrides(web_port=s.web_port + 1, data_dir=s.data_dir + "-2"), name="w2"
+        s.with_overrides(web_port=free_port(), data_dir=s.data_dir + "-2"), name="w2"
     )
     produce_all(kafka, s, items[: len(items) // 2])
     w1.wait_metric("convstream_messages_in_total", 1, timeout=60)
     w3 = start_worker(  # joins mid-stream: partitions move
-        s.with_overrides(web_port=s.web_port + 2, data_dir=s.data_dir + "-3"), name="w3", wait=False
+        s.with_overrides(web_port=free_port(), data_dir=s.data_dir + "-3"), name="w3", wait=False
     )
     produce_all(kafka, s, items[len(items) // 2 :])
     w3.wait_ready()
@@ -233,7 +239,7 @@ def test_a_standby_takes_over_a_killed_worker_without_a_full_restore(
     produce_all(kafka, s, many_copies(k, RECEIVED_AT, names=SPREAD))
     unique_conversions(kafka, s, k)
     w2 = start_worker(  # joins: restores its actives, keeps standby copies of w1's
-        s.with_overrides(web_port=s.web_port + 1, data_dir=s.data_dir + "-2"), name="w2"
+        s.with_overrides(web_port=free_port(), data_dir=s.data_dir + "-2"), name="w2"
     )
     produce_all(kafka, s, many_copies(k, RECEIVED_AT + 100, names=SPREAD, prefix="d"))
     unique_conversions(kafka, s, 2 * k)
