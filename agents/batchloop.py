@@ -35,6 +35,9 @@ from streams.settings import Settings
 
 log = logging.getLogger("convstream.batchloop")
 
+FETCH_MAX_BYTES = 4 * 1024 * 1024  # per fetch answer (a partition's first batch may exceed it)
+PARTITION_FETCH_BYTES = 1024 * 1024  # per partition and answer
+
 
 class BatchLoop(Service):  # type: ignore[misc]
     """Consumer group ``group`` over ``topics``; ``handle`` one batch at a time (it
@@ -58,8 +61,10 @@ class BatchLoop(Service):  # type: ignore[misc]
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.batch_size,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            # a fetch answer is held twice while decoded (aiokafka): 64 MiB answers kept
+            # the ingest process at 420 MiB RSS, 4 MiB ones at 106 MiB at the same rate
+            fetch_max_bytes=FETCH_MAX_BYTES,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
             **client_kwargs(self.settings),
         )
         self.consumer.subscribe(self.topics, listener=_Revoked(self.revoked))
@@ -71,6 +76,14 @@ class BatchLoop(Service):  # type: ignore[misc]
     async def on_stop(self) -> None:
         await self.consumer.stop()
         await self.stop_outputs()
+
+    def on_joined(self) -> None:
+        """The first poll returned: the group was joined (possibly with no partitions)."""
+
+    def observe(self, seconds: float, n: int) -> None:
+        """A batch of ``n`` records was processed and acknowledged in ``seconds``."""
+        metrics.BATCH_SECONDS.labels(self.stage).observe(seconds)
+        metrics.BATCH_SIZE.labels(self.stage).observe(n)
 
     async def start_outputs(self) -> None:
         """Set up what ``handle`` writes with (before the consumer joins)."""
@@ -101,7 +114,9 @@ class BatchLoop(Service):  # type: ignore[misc]
                 batch = await self.consumer.getmany(
                     timeout_ms=max(within_ms, 100), max_records=self.settings.batch_size
                 )
-                self.joined = True
+                if not self.joined:
+                    self.joined = True
+                    self.on_joined()
                 if batch:
                     await self._fill(batch)
                 if not batch and not self.always_handle:
@@ -148,8 +163,7 @@ class BatchLoop(Service):  # type: ignore[misc]
     ) -> None:
         await acks
         await self._commit(offsets)
-        metrics.BATCH_SECONDS.labels(self.stage).observe(time.perf_counter() - t0)
-        metrics.BATCH_SIZE.labels(self.stage).observe(n)
+        self.observe(time.perf_counter() - t0, n)
 
     async def _commit(self, offsets: dict[Any, int]) -> None:
         try:

@@ -35,14 +35,15 @@ from streams.dedupe import partition_key
 from streams.model import Origin, Source
 from streams.pipeline import Pipeline, Result
 from streams.settings import Settings
+from streams.tally import Tally
 
 
 class IngestState:
     """What other parts of the worker need from the ingest service: whether its consumer
-    joined (readiness) and its producer (shared with the other stages)."""
+    joined (readiness) and the worker's producer (shared with the other stages)."""
 
     def __init__(self) -> None:
-        self.service: Any = None
+        self.service: Any = None  # IngestLoop here, or IngestProcess (agents/ingest_process.py)
         self.producer: AIOKafkaProducer | None = None
         self.producer_ready = asyncio.Event()
 
@@ -59,102 +60,130 @@ def internal_topic(settings: Settings) -> str:
     return f"{settings.app_id}-dedup-in"
 
 
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    """The worker's producer: idempotent, acks from all in-sync replicas, big batches."""
+    return AIOKafkaProducer(
+        acks="all",
+        enable_idempotence=True,
+        max_batch_size=1024 * 1024,
+        max_request_size=8 * 1024 * 1024,
+        **client_kwargs(settings),
+    )
+
+
+class IngestLoop(BatchLoop):
+    """Consumer group ``<app_id>-ingest`` over both raw topics, in the worker's process or
+    in its own (agents/ingest_process.py). ``count`` and ``observe`` are where its
+    metrics go: this process's registry, or the worker's through a pipe."""
+
+    stage = "ingest"
+
+    always_handle = True  # records wait in the aligner between polls
+
+    def __init__(self, settings: Settings, state: IngestState | None = None, **kw: Any) -> None:
+        self.sources: dict[str, Source] = {
+            settings.topics.server_raw: "server",
+            settings.topics.pixel_raw: "browser",
+        }
+        super().__init__(settings, list(self.sources), f"{settings.app_id}-ingest", **kw)
+        self.ingest_state = state
+        self.aligner = Aligner()
+        self.waiting_since: float | None = None  # a lagging partition holds us back
+
+    def revoked(self, partitions: set[Any]) -> None:
+        for tp in partitions:
+            self.aligner.drop(tp)
+
+    def count(self, tally: Tally) -> None:
+        """A batch's counts (messages, events, dead letters, PII values...)."""
+        tally.flush()
+
+    async def lagging(self) -> set[Any]:
+        """Assigned partitions with records on the broker not fetched yet (or no
+        fetch answered yet): the merge must not run past their buffered records."""
+        out = set()
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None or await self.consumer.position(tp) < high:
+                out.add(tp)
+        return out
+
+    async def start_outputs(self) -> None:
+        self.producer = make_producer(self.settings)
+        await self.producer.start()
+        if self.ingest_state is not None:  # the worker's other stages write with it too
+            self.ingest_state.producer = self.producer
+            self.ingest_state.producer_ready.set()
+        self.pipeline = Pipeline(self.settings)
+        # valid events go to the dedup stage, repartitioned by pixel_id|event_name
+        self.outputs = Outputs(
+            self.producer,
+            internal_topic(self.settings),
+            self.settings.topics.dead_letter,
+            key=partition_key,
+            grouped=True,
+        )
+
+    async def stop_outputs(self) -> None:
+        await self.producer.stop()
+
+    async def handle(
+        self, batch: dict[Any, list[Any]]
+    ) -> tuple[int, Awaitable[Any], dict[Any, int]]:
+        aligner = self.aligner
+        sources = self.sources
+        size = self.settings.batch_size
+        for tp, records in batch.items():
+            rank = 0 if sources[tp.topic] == "browser" else 1  # ties: pixel first
+            aligner.add(tp, rank, tp.partition, ((r.offset, r) for r in records))
+        lagging = await self.lagging()
+        wall = time.monotonic()
+        if lagging and self.waiting_since is None:
+            self.waiting_since = wall
+        force = self.waiting_since is not None and wall - self.waiting_since > ALIGN_MAX_WAIT
+        taken = aligner.take(lagging, size, force=force)
+        if taken:
+            self.waiting_since = None
+        # fetch what holds the merge back; pause partitions with a full buffer
+        full = {tp for tp in self.consumer.assignment() if aligner.buffered(tp) >= size}
+        paused = self.consumer.paused()
+        if full - paused:
+            self.consumer.pause(*(full - paused))
+        if paused - full:
+            self.consumer.resume(*(paused - full))
+        now = time.time()
+        result = Result()
+        process = self.pipeline.process
+        offsets: dict[Any, int] = {}
+        for tp, offset, r in taken:
+            process(sources[tp.topic], r.value, Origin(tp.topic, tp.partition, offset), now, result)
+            offsets[tp] = offset + 1
+        acks = await self.outputs.start_write(result)
+        self.count(result.tally)
+        return len(taken), acks, offsets
+
+
 def register(app: Any, settings: Settings) -> IngestState:
     state = IngestState()
-    sources: dict[str, Source] = {
-        settings.topics.server_raw: "server",
-        settings.topics.pixel_raw: "browser",
-    }
+    if settings.ingest_own_process:
+        from agents.ingest_process import IngestProcess
 
-    @app.service
-    class Ingest(BatchLoop):
-        """Consumer group ``<app_id>-ingest`` over both raw topics."""
+        @app.service
+        class IngestChild(IngestProcess):
+            """Ingest in a child process; the worker's producer lives here."""
 
-        stage = "ingest"
+            def __init__(self, **kw: Any) -> None:
+                super().__init__(settings, state, **kw)
+                state.service = self
 
-        always_handle = True  # records wait in the aligner between polls
+    else:
 
-        def __init__(self, **kw: Any) -> None:
-            super().__init__(settings, list(sources), f"{settings.app_id}-ingest", **kw)
-            state.service = self
-            self.aligner = Aligner()
-            self.waiting_since: float | None = None  # a lagging partition holds us back
+        @app.service
+        class Ingest(IngestLoop):
+            """Ingest in the worker's process, on the worker's producer."""
 
-        def revoked(self, partitions: set[Any]) -> None:
-            for tp in partitions:
-                self.aligner.drop(tp)
-
-        async def lagging(self) -> set[Any]:
-            """Assigned partitions with records on the broker not fetched yet (or no
-            fetch answered yet): the merge must not run past their buffered records."""
-            out = set()
-            for tp in self.consumer.assignment():
-                high = self.consumer.highwater(tp)
-                if high is None or await self.consumer.position(tp) < high:
-                    out.add(tp)
-            return out
-
-        async def start_outputs(self) -> None:
-            self.producer = AIOKafkaProducer(
-                acks="all",
-                enable_idempotence=True,
-                max_batch_size=1024 * 1024,
-                max_request_size=8 * 1024 * 1024,
-                **client_kwargs(settings),
-            )
-            await self.producer.start()
-            state.producer = self.producer
-            state.producer_ready.set()
-            self.pipeline = Pipeline(settings)
-            # valid events go to the dedup stage, repartitioned by pixel_id|event_name
-            self.outputs = Outputs(
-                self.producer,
-                internal_topic(settings),
-                settings.topics.dead_letter,
-                key=partition_key,
-                grouped=True,
-            )
-
-        async def stop_outputs(self) -> None:
-            await self.producer.stop()
-
-        async def handle(
-            self, batch: dict[Any, list[Any]]
-        ) -> tuple[int, Awaitable[Any], dict[Any, int]]:
-            aligner = self.aligner
-            for tp, records in batch.items():
-                rank = 0 if sources[tp.topic] == "browser" else 1  # ties: pixel first
-                aligner.add(tp, rank, tp.partition, ((r.offset, r) for r in records))
-            lagging = await self.lagging()
-            wall = time.monotonic()
-            if lagging and self.waiting_since is None:
-                self.waiting_since = wall
-            force = self.waiting_since is not None and wall - self.waiting_since > ALIGN_MAX_WAIT
-            taken = aligner.take(lagging, settings.batch_size, force=force)
-            if taken:
-                self.waiting_since = None
-            # fetch what holds the merge back; pause partitions with a full buffer
-            full = {
-                tp
-                for tp in self.consumer.assignment()
-                if aligner.buffered(tp) >= settings.batch_size
-            }
-            paused = self.consumer.paused()
-            if full - paused:
-                self.consumer.pause(*(full - paused))
-            if paused - full:
-                self.consumer.resume(*(paused - full))
-            now = time.time()
-            result = Result()
-            process = self.pipeline.process
-            offsets: dict[Any, int] = {}
-            for tp, offset, r in taken:
-                process(
-                    sources[tp.topic], r.value, Origin(tp.topic, tp.partition, offset), now, result
-                )
-                offsets[tp] = offset + 1
-            acks = await self.outputs.start_write(result)
-            result.tally.flush()
-            return len(taken), acks, offsets
+            def __init__(self, **kw: Any) -> None:
+                super().__init__(settings, state, **kw)
+                state.service = self
 
     return state

@@ -60,22 +60,50 @@ from streams.settings import Settings, Topics, from_env, to_env  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants (the worker and its ingest process), from /proc."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (Linux)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """User + system CPU time of a process and its descendants, from /proc (Linux)."""
+    total = 0.0
+    for p in family(pid):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
-def rss_mib(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+def rss_mib(pid: int, alone: bool = False) -> float:
+    """Resident memory of a process and its descendants (``alone``: of the process)."""
+    total = 0.0
+    for p in [pid] if alone else family(pid):
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total if total else float("nan")
 
 
 def free_port() -> int:
@@ -449,7 +477,8 @@ def main() -> None:
                         f" {1000 * (secs - s0) / (count - c0):.1f} ms per batch"
                     )
         for i, w in enumerate(workers):
-            print(f"worker {i} RSS at the end: {rss_mib(w.proc.pid):,.0f} MiB")
+            parts = " + ".join(f"{rss_mib(p, alone=True):,.0f}" for p in family(w.proc.pid))
+            print(f"worker {i} RSS at the end: {rss_mib(w.proc.pid):,.0f} MiB ({parts})")
     finally:
         for w in workers:
             w.proc.terminate()

@@ -77,6 +77,7 @@ class Settings:
     log_level: str = "info"
     batch_size: int = 1000
     batch_within: float = 0.02
+    ingest_process: str = "auto"  # ingest in a child process: auto (2+ CPUs) | yes | no
     dedup_window: int = 172_800
     dedup_sweep_interval: float = 60.0
     merge_window: int = 0
@@ -99,6 +100,13 @@ class Settings:
     collect_max_pending: int = 20_000
 
     @property
+    def ingest_own_process(self) -> bool:
+        """Whether the worker runs ingest in a child process (a second core)."""
+        if self.ingest_process == "auto":
+            return usable_cpus() >= 2
+        return self.ingest_process == "yes"
+
+    @property
     def broker_url(self) -> str:
         """Faust broker URL(s): ``kafka://h1:p1;kafka://h2:p2``."""
         hosts = [h.strip() for h in self.bootstrap_servers.split(",") if h.strip()]
@@ -113,6 +121,14 @@ class Settings:
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
 
 ENV_VARS: dict[str, str] = {
     "KAFKA_BOOTSTRAP_SERVERS": "Kafka bootstrap servers, comma-separated host:port",
@@ -134,6 +150,7 @@ ENV_VARS: dict[str, str] = {
     "CONVSTREAM_LOG_LEVEL": "debug, info, warning, error or critical",
     "CONVSTREAM_BATCH_SIZE": "max messages handled per batch",
     "CONVSTREAM_BATCH_WITHIN": "max seconds to wait to fill a batch",
+    "CONVSTREAM_INGEST_PROCESS": "ingest in its own process: auto (with 2+ CPUs), yes or no",
     "CONVSTREAM_DEDUP_WINDOW": "dedup window in seconds (SPEC: 172800)",
     "CONVSTREAM_DEDUP_SWEEP_INTERVAL": "seconds between expiry sweeps of a partition's state",
     "CONVSTREAM_MERGE_WINDOW": "seconds a first copy is held for merging (0: emit at once)",
@@ -274,6 +291,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         kw["batch_size"] = _int("CONVSTREAM_BATCH_SIZE", v, 1, 100_000)
     if (v := get("CONVSTREAM_BATCH_WITHIN")) is not None:
         kw["batch_within"] = _float("CONVSTREAM_BATCH_WITHIN", v, 0.001, 60.0)
+    if (v := get("CONVSTREAM_INGEST_PROCESS")) is not None:
+        kw["ingest_process"] = _choice("CONVSTREAM_INGEST_PROCESS", v, ("auto", "yes", "no"))
     if (v := get("CONVSTREAM_DEDUP_WINDOW")) is not None:
         kw["dedup_window"] = _int("CONVSTREAM_DEDUP_WINDOW", v, 1, 30 * 86_400)
     if (v := get("CONVSTREAM_DEDUP_SWEEP_INTERVAL")) is not None:
@@ -429,6 +448,7 @@ def to_env(s: Settings) -> dict[str, str]:
         "CONVSTREAM_LOG_LEVEL": s.log_level,
         "CONVSTREAM_BATCH_SIZE": str(s.batch_size),
         "CONVSTREAM_BATCH_WITHIN": repr(s.batch_within),
+        "CONVSTREAM_INGEST_PROCESS": s.ingest_process,
         "CONVSTREAM_DEDUP_WINDOW": str(s.dedup_window),
         "CONVSTREAM_DEDUP_SWEEP_INTERVAL": repr(s.dedup_sweep_interval),
         "CONVSTREAM_MERGE_WINDOW": str(s.merge_window),

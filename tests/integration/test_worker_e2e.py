@@ -35,8 +35,13 @@ def server_message(i: int, n_events: int = 1) -> bytes:
     )
 
 
-def test_n_server_events_become_n_conversions(make_settings, start_worker, kafka) -> None:
-    s = make_settings()
+@pytest.mark.parametrize("ingest_process", ["yes", "no"])
+def test_n_server_events_become_n_conversions(
+    make_settings, start_worker, kafka, ingest_process: str
+) -> None:
+    """Ingest in its own process (metrics reach the worker's /metrics over the pipe)
+    and in the worker's: the same outputs, the same counts."""
+    s = make_settings(ingest_process=ingest_process)
     kafka.create_topics(s, all_topics(s))
     n_msgs, per_msg = 120, 3
     worker = start_worker(s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from streams import settings as settings_module
 from streams.settings import Settings, SettingsError, from_env, to_env
 
 
@@ -79,6 +80,23 @@ def test_to_env_round_trips() -> None:
             "CONVSTREAM_BATCH_WITHIN": "0.02",
             "CONVSTREAM_DEFAULT_PHONE_COUNTRY": "GB",
             "CONVSTREAM_STANDBY_REPLICAS": "2",
+            "CONVSTREAM_INGEST_PROCESS": "no",
         }
     )
     assert from_env(to_env(s)) == s
+
+
+@pytest.mark.parametrize(
+    ("value", "cpus", "own"),
+    [("auto", 1, False), ("auto", 2, True), ("auto", 8, True), ("yes", 1, True), ("no", 8, False)],
+)
+def test_ingest_runs_in_its_own_process_with_two_cpus_or_when_asked(
+    monkeypatch: pytest.MonkeyPatch, value: str, cpus: int, own: bool
+) -> None:
+    monkeypatch.setattr(settings_module, "usable_cpus", lambda: cpus)
+    assert from_env({"CONVSTREAM_INGEST_PROCESS": value}).ingest_own_process is own
+
+
+def test_ingest_process_takes_only_its_three_values() -> None:
+    with pytest.raises(SettingsError, match="INGEST_PROCESS must be one of auto, yes, no"):
+        from_env({"CONVSTREAM_INGEST_PROCESS": "2"})
