@@ -155,8 +155,9 @@ class IngestLoop(BatchLoop):
         result = Result()
         process = self.pipeline.process
         offsets: dict[Any, int] = {}
-        for tp, offset, r in taken:
-            process(sources[tp.topic], r.value, Origin(tp.topic, tp.partition, offset), now, result)
+        for tp, offset, r, decoded in taken:
+            origin = Origin(tp.topic, tp.partition, offset)
+            process(sources[tp.topic], r.value, origin, now, result, decoded)
             offsets[tp] = offset + 1
         acks = await self.outputs.start_write(result)
         self.count(result.tally)

@@ -14,23 +14,17 @@ repeat an output (same key and value), never lose one.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
 
 from streams import groups, records
+from streams.groups import partition_for
 from streams.model import Origin
 from streams.pipeline import Result
 
-_HEX = frozenset(b"0123456789abcdef")
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    if len(key) == 64 and _HEX.issuperset(key[:8]):
-        return int(key[:8], 16) % partitions
-    return zlib.crc32(key) % partitions
+__all__ = ["Outputs", "partition_for", "shared_outputs"]
 
 
 def shared_outputs(
@@ -82,11 +76,7 @@ class Outputs:
         parts: list[int | None] | None = None
         if self.grouped:
             n = await self._count(self.conversions)
-            keyf = self.key
-            items, explicit = groups.by_partition(
-                ((partition_for(keyf(rec), n), orjson.dumps(rec)) for rec in result.conversions),
-                self.conversions,
-            )
+            items, explicit = groups.grouped(result.conversions, self.key, n, self.conversions)
             parts = list(explicit)
         else:
             items = [

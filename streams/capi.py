@@ -18,12 +18,27 @@ from streams.model import Parsed, RawEvent
 MAX_BATCH: Final = 1000
 
 
-def decode_object(value: bytes) -> tuple[dict[str, Any] | None, list[Error]]:
-    """Decode one message value as a JSON object that carries a numeric ``received_at``."""
-    try:
-        obj = orjson.loads(value)
-    except (orjson.JSONDecodeError, TypeError):
-        return None, [Error(codes.MALFORMED_MESSAGE, None, "value is not valid UTF-8 JSON")]
+class _NotDecoded:
+    """The type of ``NOT_DECODED``."""
+
+
+# "the caller has not decoded the value" (JSON ``null`` decodes to None)
+NOT_DECODED: Final = _NotDecoded()
+
+
+def decode_object(
+    value: bytes, decoded: object = NOT_DECODED
+) -> tuple[dict[str, Any] | None, list[Error]]:
+    """Decode one message value as a JSON object that carries a numeric ``received_at``;
+    ``decoded``: the value already decoded by the caller (the ingest aligner reads
+    ``received_at`` first), so it is not decoded twice."""
+    if decoded is NOT_DECODED:
+        try:
+            obj = orjson.loads(value)
+        except (orjson.JSONDecodeError, TypeError):
+            return None, [Error(codes.MALFORMED_MESSAGE, None, "value is not valid UTF-8 JSON")]
+    else:
+        obj = decoded
     if not isinstance(obj, dict):
         return None, [Error(codes.MALFORMED_MESSAGE, None, "value is not a JSON object")]
     ra = obj.get("received_at")
@@ -36,8 +51,8 @@ def decode_object(value: bytes) -> tuple[dict[str, Any] | None, list[Error]]:
     return obj, []
 
 
-def parse(value: bytes) -> Parsed:
-    obj, errors = decode_object(value)
+def parse(value: bytes, decoded: object = NOT_DECODED) -> Parsed:
+    obj, errors = decode_object(value, decoded)
     if obj is None:
         return Parsed(errors=errors)
     received_at = float(obj["received_at"])

@@ -40,6 +40,7 @@ COMPILED: Final = (
     "capi",
     "codes",
     "dedupe",
+    "groups",
     "model",
     "offline",
     "pii",

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 from streams import attribution, capi, codes, metrics, pixel, records, validate
+from streams.capi import NOT_DECODED
 from streams.codes import Error
 from streams.model import Origin, Parsed, RawEvent, Source
 from streams.pii import HASHED_KEYS, hash_user_data
@@ -37,13 +38,20 @@ class Pipeline:
         self.settings = settings
 
     def process(
-        self, source: Source, value: bytes | None, origin: Origin, now: float, out: Result
+        self,
+        source: Source,
+        value: bytes | None,
+        origin: Origin,
+        now: float,
+        out: Result,
+        decoded: object = NOT_DECODED,
     ) -> None:
-        """Add what one raw message produces to ``out`` (conversions, dead letters, counts)."""
+        """Add what one raw message produces to ``out`` (conversions, dead letters,
+        counts); ``decoded``: ``value`` already decoded from JSON (by the aligner)."""
         tally = out.tally
         tally["messages_in", source] += 1
         try:
-            parsed = self._parse(source, value)
+            parsed = self._parse(source, value, decoded)
         except Exception:  # a parser bug must not lose the message: dead-letter it
             parsed = Parsed(errors=[Error(codes.MALFORMED_MESSAGE, None, "unparseable message")])
         if parsed.errors:
@@ -65,10 +73,10 @@ class Pipeline:
         for raw in parsed.events:
             self._event(raw, origin, now, out)
 
-    def _parse(self, source: Source, value: bytes | None) -> Parsed:
+    def _parse(self, source: Source, value: bytes | None, decoded: object) -> Parsed:
         if value is None:
             return Parsed(errors=[Error(codes.MALFORMED_MESSAGE, None, "message has no value")])
-        return capi.parse(value) if source == "server" else pixel.parse(value)
+        return capi.parse(value, decoded) if source == "server" else pixel.parse(value, decoded)
 
     def _event(self, raw: RawEvent, origin: Origin, now: float, out: Result) -> None:
         ev = raw.event

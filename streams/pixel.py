@@ -13,7 +13,7 @@ from typing import Any, Final
 import orjson
 
 from streams import codes, query
-from streams.capi import decode_object
+from streams.capi import NOT_DECODED, decode_object
 from streams.codes import Error
 from streams.model import Parsed, RawEvent
 
@@ -88,8 +88,8 @@ def _data_processing_options(params: dict[str, str], event: dict[str, Any]) -> N
             event[key] = t
 
 
-def parse(value: bytes) -> Parsed:
-    obj, errors = decode_object(value)
+def parse(value: bytes, decoded: object = NOT_DECODED) -> Parsed:
+    obj, errors = decode_object(value, decoded)
     if obj is None:
         return Parsed(errors=errors)
     received_at = float(obj["received_at"])

@@ -122,6 +122,7 @@ _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
+
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask, else the machine's count)."""
     try:

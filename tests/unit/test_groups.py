@@ -43,3 +43,31 @@ def test_by_partition_groups_per_partition_in_order() -> None:
     assert parts == [1, 0]
     assert [groups.decode(v or b"") for _, _, v in records] == [[{"i": 0}, {"i": 2}], [{"i": 1}]]
     assert {t for t, _, _ in records} == {"t"}
+
+
+@settings(deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"conversion_id": st.text("0123456789abcdef", min_size=64, max_size=64)},
+            optional={"n": st.integers(min_value=-(2**63), max_value=2**63 - 1)},
+        ),
+        max_size=60,
+    ),
+    st.integers(min_value=1, max_value=9),
+    st.integers(min_value=40, max_value=400),
+)
+def test_grouped_is_by_partition_of_the_serialized_events(
+    events: list[dict[str, object]], partitions: int, limit: int
+) -> None:
+    def key(ev: dict[str, object]) -> bytes:
+        return str(ev["conversion_id"]).encode()
+
+    want = groups.by_partition(
+        ((groups.partition_for(key(ev), partitions), orjson.dumps(ev)) for ev in events),
+        "t",
+        limit,
+    )
+    assert groups.grouped(events, key, partitions, "t", limit) == want
+    decoded = [e for _, _, v in want[0] for e in groups.decode(v or b"")]
+    assert sorted(decoded, key=orjson.dumps) == sorted(events, key=orjson.dumps)
