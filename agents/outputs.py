@@ -110,6 +110,22 @@ class Outputs:
         the broker's acks."""
         return asyncio.gather(*(fut for fut, _ in await self._start(items, partitions)))
 
+    async def send_few(
+        self, items: list[tuple[str, bytes, bytes | None]], partitions: Sequence[int]
+    ) -> None:
+        """Send a few records (the stages' ticks) one by one with ``send``, and await
+        the acks. ``send_batch`` waits until a partition has no batch queued, re-checking
+        (and, in aiokafka 0.14, charging its timeout the whole wait again each time), so
+        while another writer kept the partition busy a tick waited its full timeout and
+        failed (KafkaTimeoutError, worker exit: seen once in bench/e2e.py with ingest in
+        the worker's process); ``send`` joins the open batch or waits for one to drain."""
+        producer = self.producer
+        futs = [
+            await producer.send(topic, value, key=key, partition=part)
+            for (topic, key, value), part in zip(items, partitions, strict=True)
+        ]
+        await asyncio.gather(*futs)
+
     async def send_last_offsets(
         self, items: list[tuple[str, bytes, bytes | None]], partitions: Sequence[int]
     ) -> dict[int, int]:

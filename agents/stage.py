@@ -438,7 +438,7 @@ def send_ticks(
 
     async def tick() -> None:
         n = partitions
-        await (await outputs()).send_all([(topic, b"tick", TICK)] * n, list(range(n)))
+        await (await outputs()).send_few([(topic, b"tick", TICK)] * n, list(range(n)))
 
     app.timer(TICK_INTERVAL, name=name)(tick)
 
