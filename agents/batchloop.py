@@ -82,8 +82,7 @@ class BatchLoop(Service):  # type: ignore[misc]
 
     def observe(self, seconds: float, n: int) -> None:
         """A batch of ``n`` records was processed and acknowledged in ``seconds``."""
-        metrics.BATCH_SECONDS.labels(self.stage).observe(seconds)
-        metrics.BATCH_SIZE.labels(self.stage).observe(n)
+        observe_batch(self.stage, seconds, n)
 
     async def start_outputs(self) -> None:
         """Set up what ``handle`` writes with (before the consumer joins)."""
@@ -175,6 +174,12 @@ class BatchLoop(Service):  # type: ignore[misc]
                 "offset commit failed; batch will be redelivered",
                 extra={"stage": self.stage, "error": type(e).__name__},
             )
+
+
+def observe_batch(stage: str, seconds: float, n: int) -> None:
+    """A ``stage`` batch of ``n`` records took ``seconds`` (processed to acknowledged)."""
+    metrics.BATCH_SECONDS.labels(stage).observe(seconds)
+    metrics.BATCH_SIZE.labels(stage).observe(n)
 
 
 def batch_offsets(batch: dict[Any, list[Any]]) -> dict[Any, int]:

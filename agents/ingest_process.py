@@ -10,9 +10,9 @@ has its own consumer group, ``<app_id>-ingest``, and writes to their input topic
 The worker (parent) side is :class:`IngestProcess`, a mode Service of the Faust app:
 
 - it starts the worker's producer (the stages write with it) and then the child,
-  ``python -m agents.ingest_process <fd>``, with one end of a socket pair; the settings
-  go down the socket (pickled: they hold credentials, so never on a command line or in
-  the environment of a process listing);
+  ``python -m agents.ingest_process <fd> <uvloop|asyncio>``, with one end of a socket
+  pair; the settings go down the socket (pickled: they hold credentials, so never on a
+  command line or in the environment of a process listing);
 - the child sends its metrics up the same socket, a frame per batch: the batch's
   counts (the pipeline's tally) and its size and duration, which the worker adds to its
   own registry, so ``/metrics`` shows ingest as before; and one ``joined`` frame (for
@@ -47,9 +47,9 @@ from typing import Any
 
 from mode import Service
 
+from agents.batchloop import observe_batch
 from agents.failfast import EXIT_CODE, die
 from agents.ingest import IngestLoop, IngestState, make_producer
-from streams import metrics
 from streams.settings import Settings
 from streams.tally import Tally
 
@@ -80,8 +80,7 @@ def apply_report(report: tuple[Any, ...], state: Any) -> None:
     if kind == "tally":
         Tally(dict(report[1])).flush()
     elif kind == "batch":
-        metrics.BATCH_SECONDS.labels(IngestLoop.stage).observe(report[1])
-        metrics.BATCH_SIZE.labels(IngestLoop.stage).observe(report[2])
+        observe_batch(IngestLoop.stage, report[1], report[2])
     elif kind == "joined":
         state.joined = True
 
