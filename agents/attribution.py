@@ -51,6 +51,9 @@ class Landing(MutableMapping[str, dict[str, Any]]):
     def __init__(self, state: Overlay) -> None:
         self.state = state
 
+    def get(self, fbclid: str, default: Any = None) -> Any:
+        return self.state.get(LANDING + fbclid, default)
+
     def __getitem__(self, fbclid: str) -> dict[str, Any]:
         return self.state[LANDING + fbclid]
 
@@ -121,7 +124,9 @@ class AttributeBody:
     def tick(self, partition: int, wall: float) -> None:
         pass  # nothing waits on time here
 
-    def event(self, partition: int, msg: dict[str, Any], offset: int, index: int) -> float:
+    def event(
+        self, partition: int, msg: dict[str, Any], offset: int, index: int, raw: bytes | None
+    ) -> float:
         cand = self.attributor.handle(msg, self.batch.tally)
         if cand is not None:
             self.batch.emit(self.topic, cand["conversion_id"].encode(), orjson.dumps(cand))

@@ -44,6 +44,9 @@ from streams.reorder import Reorder
 from streams.settings import Settings
 
 HELD: Final = "h|"
+# the key under which a record read from a group of lines carries its own bytes, from
+# ``event`` to ``end`` (never a key of a conversion: those are streams/records.py's)
+RAW: Final = "\x00raw"
 
 
 class Held(MutableMapping[str, dict[str, Any]]):
@@ -53,6 +56,9 @@ class Held(MutableMapping[str, dict[str, Any]]):
     def __init__(self, state: Overlay, loaded: dict[str, dict[str, Any]]) -> None:
         self.state = state
         self.items_ = loaded
+
+    def get(self, cid: str, default: Any = None) -> Any:
+        return self.items_.get(cid, default)
 
     def __getitem__(self, cid: str) -> dict[str, Any]:
         return self.items_[cid]
@@ -228,8 +234,14 @@ class DedupBody:
             now = self.clock.tick(partition, stage.deduper.held, wall)
             stage.release(now, self.batch.tally, self.emitted)
 
-    def event(self, partition: int, rec: dict[str, Any], offset: int, index: int) -> float:
+    def event(
+        self, partition: int, rec: dict[str, Any], offset: int, index: int, raw: bytes | None
+    ) -> float:
         t: float = rec["received_at"]
+        if raw is not None and self.merge_window == 0:
+            # its bytes go along (in memory only: without a merge window a record is never
+            # stored); ``end`` writes them with the decided ``dedup`` spliced in
+            rec[RAW] = raw
         buf = self.ordering.buffer(partition)
         verdict = buf.push(rec, offset, index)
         if verdict == "late":  # after events it precedes were decided: decide it now
@@ -254,7 +266,9 @@ class DedupBody:
         parts = self.settings.partitions
         routed: list[tuple[int, bytes]] = []
         for r in self.emitted:
-            emit(topic, r["conversion_id"].encode(), orjson.dumps(r))
+            raw = r.pop(RAW, None)
+            value = None if raw is None else groups.splice_dedup(raw, r["dedup"])
+            emit(topic, r["conversion_id"].encode(), orjson.dumps(r) if value is None else value)
             for fbclid, msg in route_counted(r, tally):
                 routed.append((partition_for(fbclid.encode(), parts), orjson.dumps(msg)))
         if routed:

@@ -97,17 +97,25 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
         raw = self.table.get(kb)
         return raw
 
-    def __getitem__(self, key: str) -> dict[str, Any]:
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, else ``default``. The decisions look up mostly absent
+        keys; Mapping's own ``get`` would raise and catch a KeyError for each."""
         hit = self.pending.get(key)
         if hit is not None:
-            if hit[0] is None:
-                raise KeyError(key)
-            return hit[0]
+            return default if hit[0] is None else hit[0]
         raw = self._raw(key.encode())
         if raw is None:
+            return default
+        return orjson.loads(raw)
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        value: dict[str, Any] | None = self.get(key)
+        if value is None:
             raise KeyError(key)
-        value: dict[str, Any] = orjson.loads(raw)
         return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
 
     def __setitem__(self, key: str, value: dict[str, Any]) -> None:
         self.pending[key] = (value, self.event)
@@ -301,9 +309,12 @@ class Body(Protocol):
     def tick(self, partition: int, wall: float) -> None:
         """A tick of ``partition`` (no data: time moves)."""
 
-    def event(self, partition: int, rec: dict[str, Any], offset: int, index: int) -> float:
-        """Decide one event (``index``-th of the record at ``offset``); return its time
-        for expiry (the sweeper's stream time)."""
+    def event(
+        self, partition: int, rec: dict[str, Any], offset: int, index: int, raw: bytes | None
+    ) -> float:
+        """Decide one event (``index``-th of the record at ``offset``; ``raw``: its bytes,
+        when the record kept them apart); return its time for expiry (the sweeper's
+        stream time)."""
         ...
 
     def end(self) -> None:
@@ -406,8 +417,8 @@ class StatefulStage:
                 continue
             # only convstream writes this topic: a record that does not decode is a bug
             offset = record.message.offset
-            for index, rec in enumerate(groups.decode(value)):
-                sweeper.observe(part, body.event(part, rec, offset, index))
+            for index, (rec, raw) in enumerate(groups.decode_lines(value)):
+                sweeper.observe(part, body.event(part, rec, offset, index, raw))
                 decided += 1
         expired = sweeper.sweep(state, last, time.time())
         if expired:

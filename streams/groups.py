@@ -4,14 +4,20 @@
 Those topics are ours: only convstream writes and reads them. A stateful stage reads
 them through a Faust stream, whose cost is per Kafka record (a few tens of
 microseconds each: the conductor, the event, the acks), so each record carries a
-*group*: every event of one producing batch bound for the same partition, as one JSON
-array (``[event, event, ...]``), cut so that a group stays under ``GROUP_BYTES``, well
-below the broker's default message limit (1 MiB). A Faust event then stands for a whole
-group; the stage's own progress (streams/progress.py) still counts Kafka records, so a
-group is decided all or nothing.
+*group*: every event of one producing batch bound for the same partition, one JSON
+object per line (orjson never writes a raw newline), cut so that a group stays under
+``GROUP_BYTES``, well below the broker's default message limit (1 MiB). A Faust event
+then stands for a whole group; the stage's own progress (streams/progress.py) still
+counts Kafka records, so a group is decided all or nothing.
 
-A record whose value is a JSON object is one event (what versions before groups wrote),
-so a topic with records of both kinds is read correctly after an upgrade.
+Lines, not one JSON array, so a reader keeps each event's own bytes next to its decoded
+object (``decode_lines``): the dedup stage writes a kept conversion as those bytes with
+its ``dedup`` value spliced in (``splice_dedup``) instead of serializing it again.
+
+Read back too, so a topic written by an older version is read correctly after an
+upgrade: a JSON array (the groups of versions before lines) and a single JSON object
+(before groups; a one-event group of lines is exactly that). Workers must be upgraded
+together: an older worker cannot read groups of lines.
 """
 
 from __future__ import annotations
@@ -54,29 +60,58 @@ def grouped(
 
 
 def encode(values: Iterable[bytes], limit: int = GROUP_BYTES) -> Iterator[bytes]:
-    """JSON arrays of the serialized events ``values`` (in order), each under ``limit``
-    bytes unless a single event is larger (it then goes alone)."""
+    """Groups of the serialized events ``values`` (in order), one per line, each under
+    ``limit`` bytes unless a single event is larger (it then goes alone)."""
     part: list[bytes] = []
-    size = 2
+    size = 0
     for v in values:
-        if part and size + len(v) + 1 > limit:
-            yield b"[" + b",".join(part) + b"]"
-            part, size = [], 2
+        if part and size + len(v) > limit:
+            yield b"\n".join(part)
+            part, size = [], 0
         part.append(v)
         size += len(v) + 1
     if part:
-        yield b"[" + b",".join(part) + b"]"
+        yield b"\n".join(part)
 
 
 def decode(value: bytes) -> list[dict[str, Any]]:
-    """The events of one record: a group, or a single event (an older record).
+    """The events of one record (a group, or a single event of an older version).
     Raises ``ValueError`` for anything else (only convstream writes these topics)."""
-    data = orjson.loads(value)
-    if isinstance(data, list):
-        return data
-    if isinstance(data, dict):
-        return [data]
-    raise ValueError(f"an internal record is neither a group nor an event: {type(data).__name__}")
+    return [ev for ev, _ in decode_lines(value)]
+
+
+def decode_lines(value: bytes) -> list[tuple[dict[str, Any], bytes | None]]:
+    """The events of one record, each with its own bytes (None for the events of an
+    older version's JSON array, whose bytes are not kept apart). Raises ``ValueError``
+    for anything but events (only convstream writes these topics)."""
+    if value[:1] == b"[":  # a group of an older version: one JSON array
+        data = orjson.loads(value)
+        if not isinstance(data, list) or not all(isinstance(ev, dict) for ev in data):
+            raise ValueError("an internal record's array holds something else than events")
+        return [(ev, None) for ev in data]
+    out: list[tuple[dict[str, Any], bytes | None]] = []
+    for line in value.split(b"\n"):
+        ev = orjson.loads(line)
+        if not isinstance(ev, dict):
+            raise ValueError(f"an internal record holds a {type(ev).__name__}, not an event")
+        out.append((ev, line))
+    return out
+
+
+# A conversion as ingest writes it (streams/records.py): ``dedup`` is undecided, and the
+# fields after it are convstream's own (no value from the input can hold this text).
+_UNDECIDED: Final = b',"dedup":{"method":null,"duplicates":0},"match_quality":'
+
+
+def splice_dedup(raw: bytes, dedup: dict[str, Any]) -> bytes | None:
+    """``raw`` (a conversion's bytes as ingest wrote them) with ``dedup`` as its value of
+    ``dedup``: the bytes ``orjson.dumps`` gives for the decoded conversion with that
+    value, as the key keeps its place. None when ``raw`` has no undecided ``dedup``."""
+    at = raw.rfind(_UNDECIDED)
+    if at < 0:
+        return None
+    end = at + len(_UNDECIDED)
+    return b"".join((raw[:at], b',"dedup":', orjson.dumps(dedup), b',"match_quality":', raw[end:]))
 
 
 def by_partition(

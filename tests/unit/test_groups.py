@@ -32,9 +32,75 @@ def test_a_single_event_record_from_before_groups_is_read_as_one_event() -> None
     assert groups.decode(b'{"a":1}') == [{"a": 1}]
 
 
-def test_anything_else_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="neither a group nor an event: int"):
-        groups.decode(b"7")
+def test_a_group_of_an_older_version_one_json_array_is_read() -> None:
+    assert groups.decode(b'[{"a":1},{"b":2}]') == [{"a": 1}, {"b": 2}]
+    assert groups.decode_lines(b'[{"a":1}]') == [({"a": 1}, None)]
+
+
+def test_each_event_of_a_group_of_lines_keeps_its_own_bytes() -> None:
+    (group,) = groups.encode([b'{"a":1}', b'{"b":"x\\ny"}'])
+    assert group == b'{"a":1}\n{"b":"x\\ny"}'  # orjson escapes a newline in a string
+    assert groups.decode_lines(group) == [({"a": 1}, b'{"a":1}'), ({"b": "x\ny"}, b'{"b":"x\\ny"}')]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (b"7", "holds a int, not an event"),
+        (b'{"a":1}\n[1]', "holds a list, not an event"),
+        (b'[{"a":1},3]', "array holds something else than events"),
+    ],
+)
+def test_anything_else_is_refused_by_name(value: bytes, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        groups.decode(value)
+
+
+def test_splice_gives_the_bytes_of_the_decided_conversion() -> None:
+    """Ingest's conversions of mixed traffic, decided by the dedup rules: the spliced
+    bytes are what serializing the decided record gives, for every kept conversion."""
+    from bench.traffic import mixed
+    from streams.dedupe import Deduper, DedupStage
+    from streams.model import Origin
+    from streams.pipeline import Pipeline, Result
+    from streams.settings import Settings
+    from streams.tally import Tally
+
+    result = Result()
+    pipeline = Pipeline(Settings())
+    for i, (source, value) in enumerate(mixed(600)):
+        pipeline.process(source, value, Origin("raw", 0, i), 1.8e9, result)  # type: ignore[arg-type]
+    for rec in result.conversions[::7]:  # id-less copies too: kept with no method
+        rec["event_id"] = None
+    raws = [orjson.dumps(rec) for rec in result.conversions]
+    recs = [orjson.loads(raw) for raw in raws]
+    emitted: list[dict[str, object]] = []
+    DedupStage(Deduper({}, {})).run(recs, Tally(), emitted)
+    kept = {id(rec): raw for rec, raw in zip(recs, raws, strict=True)}
+    methods = set()
+    assert 100 < len(emitted) < len(recs)  # some were duplicates
+    for rec in emitted:
+        dedup = rec["dedup"]
+        assert isinstance(dedup, dict)
+        methods.add(dedup["method"])
+        assert groups.splice_dedup(kept[id(rec)], dedup) == orjson.dumps(rec)
+    assert methods == {"event_id", None}
+
+
+def test_splice_finds_the_conversions_own_dedup_after_a_lookalike_in_custom_data() -> None:
+    rec = {
+        "custom_data": {"dedup": {"method": None, "duplicates": 0}, "match_quality": 1},
+        "dedup": {"method": None, "duplicates": 0},
+        "match_quality": {"score": 3},
+        "received_at": 1.5,
+    }
+    raw = orjson.dumps(rec)
+    rec["dedup"] = {"method": "event_id", "duplicates": 0}
+    assert groups.splice_dedup(raw, rec["dedup"]) == orjson.dumps(rec)
+
+
+def test_splice_declines_a_record_without_an_undecided_dedup() -> None:
+    assert groups.splice_dedup(b'{"dedup":{"method":"fbp","duplicates":0}}', {"m": 1}) is None
 
 
 def test_by_partition_groups_per_partition_in_order() -> None:
