@@ -36,7 +36,10 @@ from streams.settings import Settings
 log = logging.getLogger("convstream.batchloop")
 
 FETCH_MAX_BYTES = 4 * 1024 * 1024  # per fetch answer (a partition's first batch may exceed it)
-PARTITION_FETCH_BYTES = 1024 * 1024  # per partition and answer
+# per partition and answer: the ingest loop holds what it fetched, decoded, until every
+# partition is aligned (streams/align.py), so 8 raw partitions x 1 MiB made its peak
+# RSS 115-197 MiB; with 256 KiB it was 90-108 MiB, at the same rate (bench/e2e.py)
+PARTITION_FETCH_BYTES = 256 * 1024
 
 
 class BatchLoop(Service):  # type: ignore[misc]

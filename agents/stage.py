@@ -53,11 +53,14 @@ TICK_INTERVAL: Final = 1.0  # seconds
 
 # RocksDB memory per partition database is bounded by these, not by the key count
 # (Faust's defaults: 3 x 64 MiB write buffers and a 2 GiB block cache per database).
+# The block cache fills as expiry walks a partition's keys: 16 MiB per database held
+# ~30 MiB more of the worker's RSS with 1M dedup keys than 4 MiB, at the same rate
+# (bench/restart.py, bench/e2e.py; README "Memory").
 ROCKSDB_OPTIONS: Final = {
     "write_buffer_size": 8 * 1024**2,
     "max_write_buffer_number": 2,
     "target_file_size_base": 16 * 1024**2,
-    "block_cache_size": 16 * 1024**2,
+    "block_cache_size": 4 * 1024**2,
     "block_cache_compressed_size": 4 * 1024**2,
 }
 

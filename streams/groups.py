@@ -85,8 +85,8 @@ def decode_lines(value: bytes) -> list[tuple[dict[str, Any], bytes | None]]:
     older version's JSON array, whose bytes are not kept apart). Raises ``ValueError``
     for anything but events (only convstream writes these topics)."""
     if value[:1] == b"[":  # a group of an older version: one JSON array
-        data = orjson.loads(value)
-        if not isinstance(data, list) or not all(isinstance(ev, dict) for ev in data):
+        data = orjson.loads(value)  # a list (the first byte is "["), or it raises
+        if not all(isinstance(ev, dict) for ev in data):
             raise ValueError("an internal record's array holds something else than events")
         return [(ev, None) for ev in data]
     out: list[tuple[dict[str, Any], bytes | None]] = []

@@ -104,3 +104,28 @@ def test_bad_messages_are_dead_lettered_and_good_ones_still_flow(
     )
     assert all(d["source_topic"] == s.topics.server_raw for d in letters)
     assert all(isinstance(d["offset"], int) and isinstance(d["partition"], int) for d in letters)
+
+
+def test_raw_messages_larger_than_a_fetch_answer_per_partition_flow(
+    make_settings, start_worker, kafka
+) -> None:
+    """The ingest loop asks for at most PARTITION_FETCH_BYTES per partition and answer;
+    a raw message larger than that still arrives (the broker answers with the first
+    batch whole), with every one of its events."""
+    from agents.batchloop import PARTITION_FETCH_BYTES
+
+    s = make_settings()
+    kafka.create_topics(s, all_topics(s))
+    per_msg = 1000  # the most events one message may carry (CAPI's limit)
+    msgs = [server_message(i * per_msg, per_msg) for i in range(3)]
+    assert min(len(m) for m in msgs) > PARTITION_FETCH_BYTES
+    start_worker(s)
+    kafka.produce(s, s.topics.server_raw, msgs)
+
+    n = len(msgs) * per_msg
+    got = kafka.read(s, s.topics.conversions, until_count=n, idle_timeout=20, max_wait=120)
+    assert len(got) == n
+    assert {orjson.loads(v)["event_id"] for _, v, _, _ in got} == {
+        f"order-{i * per_msg}-{j}" for i in range(3) for j in range(per_msg)
+    }
+    assert kafka.read(s, s.topics.dead_letter, idle_timeout=1, max_wait=5) == []
