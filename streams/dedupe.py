@@ -186,13 +186,29 @@ def _fresh(entry: dict[str, Any] | None, t: float, window: int) -> bool:
     return entry is not None and abs(t - entry["t"]) <= window
 
 
+# the Limited Data Use fields a merge adds when the kept copy lacks them
+_LDU_PLACE: Final = ("data_processing_options_country", "data_processing_options_state")
+
+
 def merge(kept: dict[str, Any], dup: dict[str, Any]) -> None:
-    """Merge a duplicate into a held record: keys the kept copy lacks are added."""
+    """Merge a duplicate into a held record: keys the kept copy lacks are added. Its
+    Limited Data Use options are added to the kept copy's (a copy that says LDU never
+    comes out without it, even merged into one that did not), and its LDU country and
+    state where the kept copy has none."""
     for part in ("user_data", "custom_data"):
         into, other = kept[part], dup.get(part) or {}
         for k, v in other.items():
             if k not in into:
                 into[k] = v
+    theirs = dup.get("data_processing_options") or []
+    if theirs:
+        ours = kept.get("data_processing_options") or []
+        added = [o for o in theirs if o not in ours]
+        if added:
+            kept["data_processing_options"] = [*ours, *added]  # a new list: never shared
+    for k in _LDU_PLACE:
+        if k not in kept and k in dup:
+            kept[k] = dup[k]
     for src in dup["sources"]:
         if src not in kept["sources"]:
             kept["sources"].append(src)

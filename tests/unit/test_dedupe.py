@@ -159,6 +159,34 @@ def test_merge_window_merges_then_emits_once() -> None:
     assert tally.sum_of("merges") == 1 and tally.sum_of("duplicates") == 2
 
 
+def test_a_merged_conversion_keeps_limited_data_use_from_either_copy() -> None:
+    """The server copy came first without LDU; the browser hit said dpo=LDU (with a
+    country and state): merged, the conversion carries it (SPEC §2.1: a hit that says
+    LDU never comes out without it). Options are not repeated, the first copy's country
+    and state win, and a merge of copies without options adds none."""
+    s = rec("server", T0, ud={"em": ["e" * 64]})
+    b = rec("browser", T0 + 2, ud={"fbp": "fb.1"})
+    b["data_processing_options"] = ["LDU"]
+    b["data_processing_options_country"] = 0
+    b["data_processing_options_state"] = 0
+    (c,) = run([s, b], merge_window=10)[0]
+    assert c["sources"] == ["browser", "server"]
+    assert c["data_processing_options"] == ["LDU"]
+    assert c["data_processing_options_country"] == 0
+    assert c["data_processing_options_state"] == 0
+
+    s2 = dict(rec("server", T0), data_processing_options=["LDU"])
+    s2["data_processing_options_country"] = 1
+    (c2,) = run([s2, b], merge_window=10)[0]
+    assert c2["data_processing_options"] == ["LDU"]
+    assert c2["data_processing_options_country"] == 1  # the kept copy's
+    assert c2["data_processing_options_state"] == 0  # it had none: the other's
+
+    (c3,) = run([rec("server", T0), rec("browser", T0 + 2)], merge_window=10)[0]
+    assert "data_processing_options" not in c3
+    assert "data_processing_options_country" not in c3
+
+
 def test_held_records_are_released_in_order_of_their_window() -> None:
     a = rec("server", T0, event_id="a")
     b = rec("server", T0 + 1, event_id="b")
