@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from agents.outputs import shared_outputs
+from agents.progress import group_committed
 from agents.stage import (
     ROCKSDB_OPTIONS,
     STAGE_BATCH_RECORDS,
@@ -109,6 +110,7 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any, ca
         batch_within=settings.batch_within,
         expired_counter="landing_expired",
         ready=catalog.loaded.wait,  # ads known at start-up are applied first
+        committed=group_committed(settings, app.conf.id),
     )
     return table
 

@@ -29,6 +29,7 @@ import orjson
 
 from agents.attribution import internal_topic as attribution_topic
 from agents.outputs import partition_for, shared_outputs
+from agents.progress import group_committed
 from agents.stage import (
     ROCKSDB_OPTIONS,
     STAGE_BATCH_RECORDS,
@@ -320,5 +321,6 @@ def register(app: Any, topics: Any, settings: Settings, producer_holder: Any) ->
         expired_counter="expired",
         forget=(clock.forget, lambda p: held_now.pop(p, None), ordering.forget),
         resume=ordering,
+        committed=group_committed(settings, app.conf.id),
     )
     return table

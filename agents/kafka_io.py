@@ -1,6 +1,7 @@
 """aiokafka helpers for the CLI (produce, demo, the worker's start-up) and the tests:
 create topics, produce lines, read a topic, check a principal's access before the
-worker starts. Not used on the worker's hot path.
+worker starts, a consumer group's committed offsets (agents/progress.py, once per
+partition without stored progress). Not used on the worker's hot path.
 
 A failure the user must fix (credentials, TLS trust, ACLs) raises :class:`KafkaSetupError`
 with one line naming the setting or the missing ACL, never a secret."""
@@ -265,6 +266,18 @@ async def produce(
     finally:
         await producer.stop()
     return n
+
+
+async def committed_offsets(
+    s: Settings, group: str, tps: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The offsets ``group`` committed for ``tps`` (a partition it never committed is
+    left out), as the broker's group coordinator has them."""
+    async with admin_client(s) as admin:
+        got = await admin.list_consumer_group_offsets(group, partitions=list(tps))
+    return {
+        TopicPartition(tp.topic, tp.partition): m.offset for tp, m in got.items() if m.offset >= 0
+    }
 
 
 async def end_offsets(s: Settings, topic: str) -> dict[int, int]:

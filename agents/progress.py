@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
+from agents import kafka_io
 from streams import metrics
 from streams.progress import Progress
+from streams.settings import Settings
 
 log = logging.getLogger("convstream.progress")
 
@@ -40,11 +43,31 @@ class Resume(Protocol):
         ...
 
 
+# the consumer group's committed offsets of some input partitions (those it has)
+Committed = Callable[[list[Any]], Awaitable[dict[Any, int]]]
+
+
+def group_committed(s: Settings, group: str) -> Committed:
+    """``Committed`` as the broker has it for ``group`` (the worker's, ``app.conf.id``)."""
+
+    async def committed(tps: list[Any]) -> dict[Any, int]:
+        return dict(await kafka_io.committed_offsets(s, group, tps))
+
+    return committed
+
+
 class InputGate:
     def __init__(
-        self, app: Any, stage: str, *, every: float = SEEK_INTERVAL, resume: Resume | None = None
+        self,
+        app: Any,
+        stage: str,
+        *,
+        every: float = SEEK_INTERVAL,
+        resume: Resume | None = None,
+        committed: Committed | None = None,
     ) -> None:
         self.app = app
+        self.committed = committed
         self.resume = resume
         self.stage = stage
         self.every = every
@@ -53,14 +76,14 @@ class InputGate:
         # partition -> its first offset, when retention deleted records below the progress
         self.floor: dict[int, int] = {}
 
-    async def _start(self, tp: Any) -> int:
-        """Where a partition without stored progress starts: the group's committed
-        offset when there is one (a deployment from before the progress was kept), else
-        the partition's first offset (a new app id: auto_offset_reset=earliest)."""
-        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
-        if committed is not None:
-            return int(committed)
-        return await self._first_offset(tp)
+    async def _start(self, tps: list[Any]) -> dict[Any, int]:
+        """Where partitions without stored progress start: the group's committed offset
+        when there is one (a deployment from before the progress was kept), else the
+        partition's first offset (a new app id: auto_offset_reset=earliest)."""
+        committed = await self.committed(tps) if self.committed is not None else {}
+        return {
+            tp: committed[tp] if tp in committed else await self._first_offset(tp) for tp in tps
+        }
 
     async def _first_offset(self, tp: Any) -> int:
         offsets = await self.app.consumer.earliest_offsets(tp)
@@ -70,19 +93,24 @@ class InputGate:
         """The stored progress of every partition in ``events``."""
         progress = Progress()
         self.to_seek.clear()
+        unstored: list[Any] = []
         for event in events:
             part = event.message.partition
-            if part in progress.expected:
+            if part in progress.events:
                 continue
             progress.events[part] = event
             state.event = event  # the overlay reads this partition's database
             stored = state.get(progress_key(part))
             if stored is None:
-                progress.expected[part] = await self._start(event.message.tp)
+                unstored.append(event.message.tp)
             elif self.resume is not None:
                 progress.expected[part] = self.resume.start(part, stored)
             else:
                 progress.expected[part] = int(stored["next"])
+        if unstored:  # one request for all of them (a partition's first batch only)
+            for tp, offset in (await self._start(unstored)).items():
+                progress.expected[tp.partition] = offset
+        for part in progress.events:
             if part in self.floor:  # counted as lost when found (finish)
                 progress.skip_to(part, self.floor.pop(part))
         return progress

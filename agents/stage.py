@@ -44,7 +44,7 @@ from rocksdict import WriteBatch
 
 from agents.failfast import die
 from agents.outputs import Outputs
-from agents.progress import InputGate, Resume
+from agents.progress import Committed, InputGate, Resume
 from streams import groups, metrics
 from streams.tally import Tally
 
@@ -366,6 +366,7 @@ class StatefulStage:
         forget: tuple[Callable[[int], Any], ...] = (),
         ready: Callable[[], Awaitable[Any]] | None = None,
         resume: Resume | None = None,
+        committed: Committed | None = None,
     ) -> None:
         self.app = app
         self.name = name
@@ -377,7 +378,7 @@ class StatefulStage:
         self.batch_within = batch_within
         self.expired_counter = expired_counter
         self.ready = ready
-        self.gate = InputGate(app, name, resume=resume)
+        self.gate = InputGate(app, name, resume=resume, committed=committed)
         topic_name = topic.get_topic_name()
         self.topic_name = topic_name
         send_ticks(app, f"convstream.{name}.tick", topic_name, partitions, outputs)

@@ -10,6 +10,9 @@ Records delivered again: the group's offset is moved back to 0, below the progre
 stage stored (read from its changelog), after a clean stop (no state to recover). Every
 one of those records must come again and be skipped on the first start: a run in which
 they did not come could not show that they are not decided again, so it fails too.
+A partition the stage has no progress for (a deployment from before it kept one) starts
+at the consumer group's committed offset, as the broker's group coordinator has it: the
+records below it were decided by that deployment and are not decided again.
 Each test waits for a definite end (the group and the stage's progress past the input's
 end offsets, the output read to its end offsets), not for a quiet moment."""
 
@@ -118,3 +121,22 @@ def test_records_delivered_again_are_not_decided_again(make_settings, start_work
     assert w2.metric("convstream_dedup_replays_total") == 0
     assert w2.metric("convstream_duplicates_total") == 1
     assert w2.metric("convstream_input_skipped_total", stage="dedup", verdict="done") >= below
+
+
+def test_without_stored_progress_a_partition_starts_at_the_committed_offset(
+    make_settings, start_worker, kafka
+) -> None:
+    s = make_settings(partitions=1)
+    kafka.create_topics(s, all_topics(s))
+    topic = f"{s.app_id}-dedup-in"
+    older = [("server", server(f"a-{i}", RECEIVED_AT + i)) for i in range(3)]
+    kafka.produce(s, topic, candidates(s, older))
+    # decided and committed by a deployment that kept no progress of its own
+    commit(s, topic, asyncio.run(kafka_io.end_offsets(s, topic)))
+    w = start_worker(s)  # a new app id: its tables (and changelogs) are empty
+    later = [("server", server(f"b-{i}", RECEIVED_AT + 10 + i)) for i in range(2)]
+    send_in_order(kafka, s, w, later)
+    assert decided(s) == ["b-0", "b-1"]
+    assert stage_progress(s, "dedup")[0] >= 5
+    # started where the group was, not sought back to the first record
+    assert w.metric("convstream_input_seeks_total", stage="dedup") == 0
