@@ -19,10 +19,11 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from mode import Service
 
 from agents.failfast import die
-from agents.kafka_io import client_kwargs
+from agents.kafka_io import client_kwargs, topic_partitions
 from agents.outputs import Outputs
 from streams import metrics, records
 from streams.catalog import Catalog
@@ -45,14 +46,18 @@ def register(app: Any, settings: Settings, producer_holder: Any) -> CatalogState
     @app.service
     class CatalogReader(Service):  # type: ignore[misc]
         consumer: AIOKafkaConsumer
+        admin: AIOKafkaAdminClient  # the topic's partitions (public metadata requests)
 
         async def on_start(self) -> None:
             self.consumer = AIOKafkaConsumer(
                 enable_auto_commit=False, auto_offset_reset="earliest", **client_kwargs(settings)
             )
+            self.admin = AIOKafkaAdminClient(**client_kwargs(settings))
             await self.consumer.start()
+            await self.admin.start()
 
         async def on_stop(self) -> None:
+            await self.admin.close()
             await self.consumer.stop()
 
         @Service.task
@@ -66,10 +71,9 @@ def register(app: Any, settings: Settings, producer_holder: Any) -> CatalogState
 
         async def _partitions(self) -> list[TopicPartition]:
             while not self.should_stop:
-                await self.consumer._client.force_metadata_update()
-                parts = self.consumer.partitions_for_topic(topic)
+                parts = await topic_partitions(self.admin, topic)
                 if parts:
-                    return [TopicPartition(topic, p) for p in sorted(parts)]
+                    return [TopicPartition(topic, p) for p in parts]
                 # no catalog topic (yet): nothing to wait for at start-up
                 state.loaded.set()
                 await asyncio.sleep(5)

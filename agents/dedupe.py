@@ -37,6 +37,7 @@ from agents.stage import (
     Overlay,
     StatefulStage,
     Sweeper,
+    partition_dbs,
 )
 from streams import groups, metrics
 from streams.attribution import route_counted
@@ -85,7 +86,7 @@ def load_held(state: Overlay, partition: int, partitions: int) -> dict[str, Any]
     out: dict[str, Any] = {}
     table = state.table
     prefix = HELD.encode()
-    db_for = getattr(table.data, "_db_for_partition", None)
+    db_for = partition_dbs(table)
     if db_for is not None:
         for kb, vb in db_for(partition).items(from_key=prefix):
             if not isinstance(kb, bytes) or not kb.startswith(prefix):

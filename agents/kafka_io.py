@@ -280,14 +280,25 @@ async def committed_offsets(
     }
 
 
+async def topic_partitions(admin: AIOKafkaAdminClient, topic: str) -> list[int]:
+    """The partitions of ``topic`` as the cluster has them now (a fresh metadata request),
+    [] when it does not exist or the principal cannot see it. All topics are listed first:
+    a metadata request naming a missing topic would create it where the broker
+    auto-creates topics."""
+    if topic not in await admin.list_topics():
+        return []
+    for t in await admin.describe_topics([topic]):
+        if t["topic"] == topic and t["error_code"] == 0:
+            return sorted(p["partition"] for p in t["partitions"])
+    return []
+
+
 async def end_offsets(s: Settings, topic: str) -> dict[int, int]:
+    async with admin_client(s) as admin:
+        parts = await topic_partitions(admin, topic)
     consumer = AIOKafkaConsumer(**client_kwargs(s))
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in parts]
         ends = await consumer.end_offsets(tps) if tps else {}
         return {tp.partition: off for tp, off in ends.items()}
@@ -307,15 +318,15 @@ async def read(
 ) -> list[tuple[bytes | None, bytes | None, int, int]]:
     """Read (key, value, partition, offset) from ``start`` offsets (default: beginning)
     until ``until_count`` records were read, or nothing came for ``idle_timeout`` s."""
+    async with admin_client(s) as admin:
+        parts = await topic_partitions(admin, topic)
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False, isolation_level=isolation_level, **client_kwargs(s)
     )
     await consumer.start()
     out: list[tuple[bytes | None, bytes | None, int, int]] = []
     try:
-        await consumer._client.force_metadata_update()
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         for tp in tps:
             off = (start or {}).get(tp.partition)

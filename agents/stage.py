@@ -74,6 +74,16 @@ Item = tuple[str, bytes, bytes | None]
 OFFSET_KEY: Final = b"__faust\0offset__"  # (topic, key, value); None is a tombstone
 
 
+def partition_dbs(table: Any) -> Callable[[int], Any] | None:
+    """partition -> that partition's RocksDB database (a rocksdict ``Rdict``, opened on
+    first use) of ``table``; None for a store without one (memory://). Faust has no public
+    call for this: it is the one place convstream reaches into the store
+    (``faust.stores.rocksdb.Store._db_for_partition``), for the stage's direct reads,
+    its write batches, the sweeper's and the merge window's scans."""
+    db_for: Callable[[int], Any] | None = getattr(table.data, "_db_for_partition", None)
+    return db_for
+
+
 def set_current_event(event: Any) -> None:
     """Make ``event`` the one Faust tables read and write for (its partition)."""
     _current_event.set(weakref.ref(event))
@@ -90,7 +100,7 @@ class Overlay(MutableMapping[str, dict[str, Any]]):
         # With RocksDB, read and write the current partition's database directly: the
         # partition is always the current event's, so the store's key->partition index
         # (an LRU) and its per-key bookkeeping are not needed on this hot path.
-        self._db_for = getattr(table.data, "_db_for_partition", None)
+        self._db_for = partition_dbs(table)
         self._written: tuple[list[Item], list[int]] = ([], [])  # by changelog()
 
     def _raw(self, kb: bytes) -> bytes | None:
@@ -260,8 +270,8 @@ class Sweeper:
         return decoded.get(self.time_key) if isinstance(decoded, dict) else None
 
     def sweep(self, state: Overlay, events_by_partition: dict[int, Any], now: float) -> int:
-        dbs = getattr(self.table.data, "_dbs", None)
-        if not isinstance(dbs, dict):
+        db_for = partition_dbs(self.table)
+        if db_for is None:
             return 0
         removed = 0
         for partition, event in events_by_partition.items():
@@ -271,9 +281,7 @@ class Sweeper:
                     continue
                 self.last_sweep[partition] = now
                 cursor, self.counting[partition] = b"", 0
-            db = dbs.get(partition)
-            if db is None:
-                continue
+            db = db_for(partition)  # a partition of this batch: ours, its database open
             cutoff = self.stream_time.get(partition, float("-inf")) - self.window
             state.event = event  # tombstones go to this partition's changelog
             live, walked, stopped_at = self.counting.get(partition, 0), 0, None

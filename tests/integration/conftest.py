@@ -389,12 +389,13 @@ def read_to_end(
     called (key, value, partition, offset); no idle timeout decides where it ends."""
 
     async def run() -> list[tuple[bytes | None, bytes | None, int, int]]:
+        async with kafka_io.admin_client(s) as admin:
+            parts = await kafka_io.topic_partitions(admin, topic)
         consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka_io.client_kwargs(s))
         await consumer.start()
         out: list[tuple[bytes | None, bytes | None, int, int]] = []
         try:
-            await consumer._client.force_metadata_update()
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            tps = [TopicPartition(topic, p) for p in parts]
             assert tps, f"topic {topic} has no partitions"
             ends = await consumer.end_offsets(tps)
             consumer.assign(tps)

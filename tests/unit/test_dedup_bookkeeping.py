@@ -37,8 +37,11 @@ def test_the_key_gauge_drops_a_partition_that_moved_away() -> None:
 
 
 class _Table:
+    """A table whose store has a database per partition, reached as Faust's RocksDB
+    store offers it (agents.stage.partition_dbs)."""
+
     def __init__(self, dbs: dict[int, Any]) -> None:
-        self.data = type("Store", (), {"_dbs": dbs})()
+        self.data = type("Store", (), {"_db_for_partition": staticmethod(dbs.__getitem__)})()
 
 
 class _State:
