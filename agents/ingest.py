@@ -61,12 +61,15 @@ def internal_topic(settings: Settings) -> str:
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
-    """The worker's producer: idempotent, acks from all in-sync replicas, big batches."""
+    """The worker's producer: idempotent, acks from all in-sync replicas, big batches,
+    compressed record batches (``CONVSTREAM_COMPRESSION``, default zstd: the group
+    records of the internal topics are JSON lines, about 8x smaller; README Throughput)."""
     return AIOKafkaProducer(
         acks="all",
         enable_idempotence=True,
         max_batch_size=1024 * 1024,
         max_request_size=8 * 1024 * 1024,
+        compression_type=None if settings.compression == "none" else settings.compression,
         **client_kwargs(settings),
     )
 

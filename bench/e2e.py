@@ -137,7 +137,9 @@ def produce(s: Settings, msgs: list[tuple[str, bytes]]) -> None:
     asyncio.run(kafka_io.produce(s, s.topics.server_raw, server))
 
 
-async def passthrough(s: Settings, dst: str, m: int) -> tuple[float, float]:
+async def passthrough(
+    s: Settings, dst: str, m: int, compression: str | None = None
+) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) to move m messages."""
     kw = kafka_io.client_kwargs(s)
     consumer = AIOKafkaConsumer(
@@ -149,7 +151,9 @@ async def passthrough(s: Settings, dst: str, m: int) -> tuple[float, float]:
         max_poll_records=1000,
         **kw,
     )
-    producer = AIOKafkaProducer(linger_ms=5, max_batch_size=256 * 1024, **kw)
+    producer = AIOKafkaProducer(
+        linger_ms=5, max_batch_size=256 * 1024, compression_type=compression, **kw
+    )
     await consumer.start()
     await producer.start()
     n = 0
@@ -369,6 +373,12 @@ def main() -> None:
     ap.add_argument("--stall", type=float, default=60.0, help="give up after S s without progress")
     ap.add_argument("--skip-passthrough", action="store_true")
     ap.add_argument(
+        "--passthrough-compression",
+        choices=("none", "gzip", "snappy", "lz4", "zstd"),
+        default="none",
+        help="codec of the passthrough's producer (default none: aiokafka's own default)",
+    )
+    ap.add_argument(
         "--rate", type=float, default=0.0, help="latency phase messages/s (0: half the measured)"
     )
     a = ap.parse_args()
@@ -400,11 +410,13 @@ def main() -> None:
     del msgs
     pt = 0.0
     if not a.skip_passthrough:
-        wall, cpu = asyncio.run(passthrough(s, passthrough_topic, m))
+        codec = None if a.passthrough_compression == "none" else a.passthrough_compression
+        wall, cpu = asyncio.run(passthrough(s, passthrough_topic, m, codec))
         pt = m / wall
         print(
             f"bare aiokafka passthrough : {pt:>9,.0f} messages/s  ({wall:.1f}s,"
-            f" {1000 * cpu / m:.3f} CPU s per 1000 messages)"
+            f" {1000 * cpu / m:.3f} CPU s per 1000 messages, compression"
+            f" {a.passthrough_compression})"
         )
     log = Path(f"/tmp/convstream-bench-{run}.log")
     workers = [Worker(s, i, a.loop, log) for i in range(a.workers)]
@@ -443,7 +455,10 @@ def main() -> None:
         end = asyncio.run(last_timestamp(s, outputs))
         el = end - t0_epoch
         wk = m / el
-        label = f"convstream worker x{a.workers} ({a.loop}, batch {a.batch_size})"
+        label = (
+            f"convstream worker x{a.workers} ({a.loop}, batch {a.batch_size},"
+            f" compression {s.compression})"
+        )
         print(
             f"{label}: {wk:>9,.0f} messages/s  ({el:.1f}s, {expected} valid events;"
             f" {1000 * cpu / m:.3f} CPU s per 1000 messages, idle included)"

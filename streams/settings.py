@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Final
 
 
 class SettingsError(ValueError):
@@ -78,6 +78,7 @@ class Settings:
     batch_size: int = 1000
     batch_within: float = 0.02
     ingest_process: str = "auto"  # ingest in a child process: auto (2+ CPUs) | yes | no
+    compression: str = "zstd"  # record batches the worker produces: none|gzip|snappy|lz4|zstd
     dedup_window: int = 172_800
     dedup_sweep_interval: float = 60.0
     merge_window: int = 0
@@ -121,6 +122,7 @@ class Settings:
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+COMPRESSIONS: Final = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
 def usable_cpus() -> int:
@@ -152,6 +154,7 @@ ENV_VARS: dict[str, str] = {
     "CONVSTREAM_BATCH_SIZE": "max messages handled per batch",
     "CONVSTREAM_BATCH_WITHIN": "max seconds to wait to fill a batch",
     "CONVSTREAM_INGEST_PROCESS": "ingest in its own process: auto (with 2+ CPUs), yes or no",
+    "CONVSTREAM_COMPRESSION": "codec of the worker's record batches: zstd, lz4, snappy, gzip, none",
     "CONVSTREAM_DEDUP_WINDOW": "dedup window in seconds (SPEC: 172800)",
     "CONVSTREAM_DEDUP_SWEEP_INTERVAL": "seconds between expiry sweeps of a partition's state",
     "CONVSTREAM_MERGE_WINDOW": "seconds a first copy is held for merging (0: emit at once)",
@@ -294,6 +297,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         kw["batch_within"] = _float("CONVSTREAM_BATCH_WITHIN", v, 0.001, 60.0)
     if (v := get("CONVSTREAM_INGEST_PROCESS")) is not None:
         kw["ingest_process"] = _choice("CONVSTREAM_INGEST_PROCESS", v, ("auto", "yes", "no"))
+    if (v := get("CONVSTREAM_COMPRESSION")) is not None:
+        kw["compression"] = _choice("CONVSTREAM_COMPRESSION", v, COMPRESSIONS)
     if (v := get("CONVSTREAM_DEDUP_WINDOW")) is not None:
         kw["dedup_window"] = _int("CONVSTREAM_DEDUP_WINDOW", v, 1, 30 * 86_400)
     if (v := get("CONVSTREAM_DEDUP_SWEEP_INTERVAL")) is not None:
@@ -450,6 +455,7 @@ def to_env(s: Settings) -> dict[str, str]:
         "CONVSTREAM_BATCH_SIZE": str(s.batch_size),
         "CONVSTREAM_BATCH_WITHIN": repr(s.batch_within),
         "CONVSTREAM_INGEST_PROCESS": s.ingest_process,
+        "CONVSTREAM_COMPRESSION": s.compression,
         "CONVSTREAM_DEDUP_WINDOW": str(s.dedup_window),
         "CONVSTREAM_DEDUP_SWEEP_INTERVAL": repr(s.dedup_sweep_interval),
         "CONVSTREAM_MERGE_WINDOW": str(s.merge_window),

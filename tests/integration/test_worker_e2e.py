@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+from typing import Any
+
 import orjson
 import pytest
+from confluent_kafka import Consumer
 
+from streams.settings import Settings, from_env
 from tests.integration.conftest import all_topics
 
 pytestmark = pytest.mark.integration
@@ -129,3 +135,65 @@ def test_raw_messages_larger_than_a_fetch_answer_per_partition_flow(
         f"order-{i * per_msg}-{j}" for i in range(3) for j in range(per_msg)
     }
     assert kafka.read(s, s.topics.dead_letter, idle_timeout=1, max_wait=5) == []
+
+
+def _read_with_librdkafka(s: Settings, topic: str, n: int) -> tuple[list[bytes], int]:
+    """The first ``n`` values of ``topic`` read by librdkafka (confluent-kafka: the C
+    client most non-Java consumers wrap), and the bytes it took off the wire for them
+    (its statistics: every broker connection's received bytes)."""
+    stats: list[dict[str, Any]] = []
+    consumer = Consumer(
+        {
+            "bootstrap.servers": s.bootstrap_servers,
+            "group.id": f"librdkafka-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "statistics.interval.ms": 100,
+            "stats_cb": lambda raw: stats.append(orjson.loads(raw)),
+        }
+    )
+    values: list[bytes] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while len(values) < n and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            assert msg.error() is None, msg.error()
+            value = msg.value()
+            assert value is not None
+            values.append(value)
+        seen = len(stats)
+        while len(stats) < seen + 2:  # statistics taken after the last value came
+            consumer.poll(0.1)
+    finally:
+        consumer.close()
+    wire = sum(int(b["rxbytes"]) for b in stats[-1]["brokers"].values())
+    return values, wire
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_outputs_are_compressed_as_set_and_a_c_client_reads_them(
+    make_settings, start_worker, kafka, compression: str
+) -> None:
+    """CONVSTREAM_COMPRESSION (default zstd) compresses the record batches the worker
+    writes: librdkafka reads the conversions, the same records aiokafka reads, in far
+    fewer bytes than their values hold; with ``none`` the wire carries them whole."""
+    s = make_settings(compression=compression)
+    assert from_env({}).compression == "zstd"  # the default the other tests run with
+    kafka.create_topics(s, all_topics(s))
+    n_msgs, per_msg = 100, 3
+    start_worker(s)
+    kafka.produce(s, s.topics.server_raw, [server_message(i, per_msg) for i in range(n_msgs)])
+    n = n_msgs * per_msg
+    got = kafka.read(s, s.topics.conversions, until_count=n, idle_timeout=15, max_wait=90)
+    assert len(got) == n
+
+    values, wire = _read_with_librdkafka(s, s.topics.conversions, n)
+    assert sorted(values) == sorted(v for _, v, _, _ in got)
+    payload = sum(len(v) for v in values)
+    if compression == "none":
+        assert wire > payload
+    else:
+        assert wire < payload / 3, (wire, payload)

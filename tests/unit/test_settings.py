@@ -81,9 +81,17 @@ def test_to_env_round_trips() -> None:
             "CONVSTREAM_DEFAULT_PHONE_COUNTRY": "GB",
             "CONVSTREAM_STANDBY_REPLICAS": "2",
             "CONVSTREAM_INGEST_PROCESS": "no",
+            "CONVSTREAM_COMPRESSION": "lz4",
         }
     )
     assert from_env(to_env(s)) == s
+
+
+def test_compression_is_zstd_unless_set_and_takes_only_kafka_codecs() -> None:
+    assert from_env({}).compression == "zstd"
+    assert from_env({"CONVSTREAM_COMPRESSION": " None "}).compression == "none"
+    with pytest.raises(SettingsError, match="CONVSTREAM_COMPRESSION"):
+        from_env({"CONVSTREAM_COMPRESSION": "brotli"})
 
 
 @pytest.mark.parametrize(
