@@ -4,7 +4,7 @@ stack), in the same run.
 
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python bench/e2e.py [--messages M]
         [--partitions P] [--batch-size N] [--loop uvloop|asyncio] [--workers W]
-        [--latency-seconds S] [--skip-passthrough]
+        [--latency-seconds S] [--skip-passthrough] [--passthrough-compression C]
 
 Traffic: ``bench/traffic.py`` ``mixed`` (pixel hits and CAPI bodies with raw PII,
 browser/server pairs, retries, id-less copies, landing hits, a few invalid events),
@@ -12,6 +12,8 @@ pre-produced to the two raw topics.
 
 - Passthrough: one aiokafka consumer over both raw topics, producing every message to
   another topic and committing after the acks. Time from its first fetch to its last ack.
+  Its producer compresses nothing unless ``--passthrough-compression`` says so (the
+  worker's codec is ``CONVSTREAM_COMPRESSION``, default zstd; the report names it).
 - Worker (ingest + dedup + attribution, rocksdb://): time from its first consumption
   (its ``convstream_messages_in_total`` moves) to the last output record it wrote (the
   largest record timestamp in conversions, candidates and dead letters) once every stage
