@@ -43,6 +43,7 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from mode import Service
@@ -187,7 +188,7 @@ async def _child(sock: socket.socket) -> None:
     die_with_parent(parent)
 
     from streams.logs import logging_config
-    from streams.runtime import tune_gc, tune_malloc
+    from streams.runtime import TRIM_INTERVAL, trim_malloc, tune_gc, tune_malloc
 
     logging.config.dictConfig(logging_config(settings.log_level))
     tune_malloc()
@@ -201,13 +202,22 @@ async def _child(sock: socket.socket) -> None:
     try:  # a failed batch exits the process (agents/failfast.py)
         eof = asyncio.ensure_future(reader.read())  # the worker closed its end: it is gone
         stopped = asyncio.ensure_future(stop.wait())
+        trimming = asyncio.ensure_future(_trim_every(TRIM_INTERVAL, trim_malloc))
         await asyncio.wait({eof, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        trimming.cancel()
     finally:
         await ingest.stop()
         try:
             await writer.drain()
         except (ConnectionError, OSError):
             pass
+
+
+async def _trim_every(seconds: float, trim: Callable[[], bool]) -> None:
+    """The heap's free pages back to the system every ``seconds`` (streams/runtime.py)."""
+    while True:
+        await asyncio.sleep(seconds)
+        trim()
 
 
 def main(argv: list[str]) -> int:

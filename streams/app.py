@@ -15,6 +15,7 @@ import faust
 import orjson
 from faust.serializers import codecs
 
+from streams.runtime import TRIM_INTERVAL, trim_malloc
 from streams.settings import Settings
 
 
@@ -107,4 +108,10 @@ def create_app(settings: Settings) -> Wiring:
         t.get_topic_name() for t in (topics.candidates_internal, topics.attribution_internal)
     )
     web.register(app, ingest_state, catalog_state, stage_topics)
+
+    async def trim() -> None:  # the heap's free pages back to the system (RSS)
+        trim_malloc()
+
+    app.timer(TRIM_INTERVAL, name="malloc_trim")(trim)
+
     return Wiring(app=app, topics=topics)

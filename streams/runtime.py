@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import ctypes
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Any, Final
 
 GEN0_THRESHOLD = 50_000
 # glibc serves allocations from this size up with their own mmap, returned on free
@@ -37,6 +37,37 @@ def tune_malloc() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+# seconds between two malloc_trim calls of a long-running process (worker, ingest child)
+TRIM_INTERVAL: Final = 10.0
+
+
+def trim_malloc() -> bool:
+    """Give the heap's free pages back to the system (glibc ``malloc_trim(0)``). The
+    worker frees most of what a batch allocated, but glibc keeps the freed small blocks
+    of its heap mapped: the worker's process held 210 MiB of RSS during a bench's live
+    phase and 137 MiB right after one call. Called every ``TRIM_INTERVAL`` s (a few ms
+    each). True when glibc trimmed something; False elsewhere or when nothing was free."""
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    global _TRIM
+    if _TRIM is None:
+        try:
+            fn = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+        else:
+            fn.argtypes = [ctypes.c_size_t]
+            fn.restype = ctypes.c_int
+            _TRIM = fn
+    return _TRIM or None
+
+
+_TRIM: Any = None  # the glibc function once looked up; False where there is none
 
 
 def tune_gc() -> None:

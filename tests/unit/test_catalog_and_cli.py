@@ -582,3 +582,14 @@ def test_the_worker_fixes_glibc_s_mmap_threshold_where_there_is_glibc() -> None:
     from streams.runtime import tune_malloc
 
     assert tune_malloc() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_freed_heap_pages_go_back_to_the_system_where_there_is_glibc() -> None:
+    import platform
+
+    from streams.runtime import trim_malloc
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    blocks = [bytearray(4096) for _ in range(20_000)]  # ~80 MiB of small heap blocks
+    del blocks  # freed, but glibc keeps the pages mapped until it is trimmed
+    assert trim_malloc() is glibc
