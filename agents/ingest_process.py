@@ -199,13 +199,13 @@ async def _child(sock: socket.socket) -> None:
     ingest = ChildIngest(settings, writer)
     tune_gc()
     await ingest.start()
+    trimming = asyncio.ensure_future(_trim_every(TRIM_INTERVAL, trim_malloc))
     try:  # a failed batch exits the process (agents/failfast.py)
         eof = asyncio.ensure_future(reader.read())  # the worker closed its end: it is gone
         stopped = asyncio.ensure_future(stop.wait())
-        trimming = asyncio.ensure_future(_trim_every(TRIM_INTERVAL, trim_malloc))
         await asyncio.wait({eof, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        trimming.cancel()
     finally:
+        trimming.cancel()
         await ingest.stop()
         try:
             await writer.drain()

@@ -15,6 +15,7 @@ import ctypes
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import Any, Final
 
 GEN0_THRESHOLD = 50_000
@@ -30,13 +31,21 @@ def tune_malloc() -> bool:
     356-384 MiB after a 100k-message backlog (bench/e2e.py), 222 MiB with the threshold
     fixed at 128 KiB, the same CPU per message. True when it was set (glibc); elsewhere
     nothing is changed."""
+    mallopt = _libc("mallopt", ctypes.c_int, ctypes.c_int)
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+@cache
+def _libc(name: str, *argtypes: Any) -> Callable[..., int] | None:
+    """A function of the C library this process runs on (``int`` result), or None where
+    it has none (not glibc)."""
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        fn = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+        return None
+    fn.argtypes = list(argtypes)
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
 
 
 # seconds between two malloc_trim calls of a long-running process (worker, ingest child)
@@ -49,25 +58,8 @@ def trim_malloc() -> bool:
     of its heap mapped: the worker's process held 210 MiB of RSS during a bench's live
     phase and 137 MiB right after one call. Called every ``TRIM_INTERVAL`` s (a few ms
     each). True when glibc trimmed something; False elsewhere or when nothing was free."""
-    trim = _malloc_trim()
-    return bool(trim(0)) if trim is not None else False
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    global _TRIM
-    if _TRIM is None:
-        try:
-            fn = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
-        else:
-            fn.argtypes = [ctypes.c_size_t]
-            fn.restype = ctypes.c_int
-            _TRIM = fn
-    return _TRIM or None
-
-
-_TRIM: Any = None  # the glibc function once looked up; False where there is none
+    trim = _libc("malloc_trim", ctypes.c_size_t)
+    return trim is not None and bool(trim(0))
 
 
 def tune_gc() -> None:
