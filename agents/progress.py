@@ -145,6 +145,7 @@ class InputGate:
         for verdict, n in progress.skipped.items():
             if n:
                 metrics.INPUT_SKIPPED.labels(self.stage, verdict).inc(n)
+        seeks: dict[Any, int] = {}
         for part, offset in progress.ahead.items():
             if part not in self.to_seek:
                 continue  # sought less than a second ago: those records may be on their way
@@ -158,9 +159,15 @@ class InputGate:
                     extra={"stage": self.stage, "partition": part, "lost": first - target},
                 )
                 self.floor[part] = target = first
-            await self.app.consumer.seek(tp, target)
+            seeks[tp] = target
             metrics.INPUT_SEEKS.labels(self.stage).inc()
             log.warning(
                 "input records were skipped by the stream; reading them again",
                 extra={"stage": self.stage, "partition": part, "at": target, "seen": offset},
             )
+        if seeks:
+            # in the consumer's own thread, like every other call into aiokafka:
+            # Consumer.seek would run aiokafka's seek_to (it drops the partition's fetched
+            # records) in this thread, racing the consumer thread's fetched_records
+            # (seen: KeyError in aiokafka's Fetcher during a standby takeover)
+            await self.app.consumer.seek_wait(seeks)

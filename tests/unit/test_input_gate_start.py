@@ -58,3 +58,36 @@ def test_stored_progress_asks_nothing() -> None:
     state = State({progress_key(0): {"next": 5}})
     progress = asyncio.run(gate.begin(state, [event(0, 5)]))
     assert progress.expected == {0: 5}
+
+
+class SeekingConsumer(Consumer):
+    """Records ``seek_wait`` calls; ``seek`` must not be used (see InputGate.finish)."""
+
+    def __init__(self, first: dict[TP, int]) -> None:
+        super().__init__(first)
+        self.sought: list[dict[TP, int]] = []
+
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        self.sought.append(dict(partitions))
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        raise AssertionError("Consumer.seek runs aiokafka's seek_to outside its thread")
+
+
+def test_partitions_ahead_are_sought_back_in_one_call_in_the_consumer_thread() -> None:
+    """finish seeks every partition that was ahead to its progress (to the first offset
+    when retention deleted the records in between), all in one ``seek_wait``: that runs
+    in the consumer's thread, where aiokafka's fetcher is (``seek`` would not)."""
+    app = App({})
+    consumer = app.consumer = SeekingConsumer({TP("in", 0): 0, TP("in", 1): 30})
+    gate = InputGate(app, "dedup", committed=None)
+    state = State({progress_key(0): {"next": 5}, progress_key(1): {"next": 20}})
+    events = [event(0, 9), event(1, 35), event(0, 10)]
+    progress = asyncio.run(gate.begin(state, events))
+    assert [gate.admit(progress, e) for e in events] == [False, False, False]
+    asyncio.run(gate.finish(progress))
+    assert consumer.sought == [{TP("in", 0): 5, TP("in", 1): 30}]  # 1: deleted below 30
+    again = asyncio.run(gate.begin(state, events))  # the next batch, within a second
+    assert [gate.admit(again, e) for e in events] == [False, False, False]
+    asyncio.run(gate.finish(again))  # sought less than a second ago: not again yet
+    assert len(consumer.sought) == 1
