@@ -62,7 +62,7 @@ def internal_topic(settings: Settings) -> str:
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     """The worker's producer: idempotent, acks from all in-sync replicas, big batches,
-    compressed record batches (``CONVSTREAM_COMPRESSION``, default none; zstd: the group
+    compressed record batches (``CONVSTREAM_COMPRESSION``, default zstd: the group
     records of the internal topics are JSON lines, about 8x smaller; README Throughput)."""
     return AIOKafkaProducer(
         acks="all",

@@ -13,7 +13,7 @@ pre-produced to the two raw topics.
 - Passthrough: one aiokafka consumer over both raw topics, producing every message to
   another topic and committing after the acks. Time from its first fetch to its last ack.
   Its producer compresses nothing unless ``--passthrough-compression`` says so (the
-  worker's codec is ``CONVSTREAM_COMPRESSION``, default none; the report names it).
+  worker's codec is ``CONVSTREAM_COMPRESSION``, default zstd; the report names it).
 - Worker (ingest + dedup + attribution, rocksdb://): time from its first consumption
   (its ``convstream_messages_in_total`` moves) to the last output record it wrote (the
   largest record timestamp in conversions, candidates and dead letters) once every stage

@@ -78,7 +78,7 @@ class Settings:
     batch_size: int = 1000
     batch_within: float = 0.02
     ingest_process: str = "auto"  # ingest in a child process: auto (2+ CPUs) | yes | no
-    compression: str = "none"  # record batches the worker produces: none|gzip|snappy|lz4|zstd
+    compression: str = "zstd"  # record batches the worker produces: none|gzip|snappy|lz4|zstd
     dedup_window: int = 172_800
     dedup_sweep_interval: float = 60.0
     merge_window: int = 0

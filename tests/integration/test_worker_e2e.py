@@ -10,7 +10,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
-from streams.settings import Settings
+from streams.settings import Settings, from_env
 from tests.integration.conftest import all_topics
 
 pytestmark = pytest.mark.integration
@@ -177,10 +177,11 @@ def _read_with_librdkafka(s: Settings, topic: str, n: int) -> tuple[list[bytes],
 def test_outputs_are_compressed_as_set_and_a_c_client_reads_them(
     make_settings, start_worker, kafka, compression: str
 ) -> None:
-    """CONVSTREAM_COMPRESSION (default none) compresses the record batches the worker
+    """CONVSTREAM_COMPRESSION (default zstd) compresses the record batches the worker
     writes: librdkafka reads the conversions, the same records aiokafka reads, in far
     fewer bytes than their values hold; with ``none`` the wire carries them whole."""
     s = make_settings(compression=compression)
+    assert from_env({}).compression == "zstd"  # the default the other tests run with
     kafka.create_topics(s, all_topics(s))
     n_msgs, per_msg = 100, 3
     start_worker(s)

@@ -87,8 +87,8 @@ def test_to_env_round_trips() -> None:
     assert from_env(to_env(s)) == s
 
 
-def test_compression_is_none_unless_set_and_takes_only_kafka_codecs() -> None:
-    assert from_env({}).compression == "none"
+def test_compression_is_zstd_unless_set_and_takes_only_kafka_codecs() -> None:
+    assert from_env({}).compression == "zstd"
     assert from_env({"CONVSTREAM_COMPRESSION": " None "}).compression == "none"
     with pytest.raises(SettingsError, match="CONVSTREAM_COMPRESSION"):
         from_env({"CONVSTREAM_COMPRESSION": "brotli"})
