@@ -126,8 +126,20 @@ def _first(params: Params, name: str) -> str | None:
     return None
 
 
+def _has_removed(url: str) -> bool:
+    """True when ``url`` holds a character urlsplit removes (tab, CR, LF)."""
+    return "\t" in url or "\n" in url or "\r" in url
+
+
 def fbclid_from_url(url: object) -> str | None:
     """The first non-blank ``fbclid`` query parameter of a URL (not of its fragment)."""
+    if not isinstance(url, str):
+        return None
+    # most URLs carry no click id: without "fbclid", a %-escape that could spell it or a
+    # character urlsplit removes before splitting ("fbc\tlid" is fbclid to it), no
+    # parameter can be named fbclid: nothing to split
+    if "fbclid" not in url and "%" not in url and not _has_removed(url):
+        return None
     return _first(_query(url), "fbclid")
 
 

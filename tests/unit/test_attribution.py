@@ -9,11 +9,11 @@ import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
@@ -663,3 +663,27 @@ def test_candidates_are_valid(events: list[tuple[int, int | None, str | None, st
     assert sum(n for (k, *_), n in tally.items() if k == "candidates") == sum(
         len(c["windows"]) for c in out
     )
+
+
+_URL_PIECES = ["fbclid", "fb%63lid", "FBCLID", "fbc\tlid", "fb+clid", "=", "&", "?", "#", "%"]
+_URL_PIECES += ["IwAR1", " ", "%20", "https://shop.example/p", "[", "\n", "\u00e9", "utm_source"]
+
+
+def _reference_fbclid(url: str) -> str | None:
+    try:
+        qs = urlsplit(url).query
+    except ValueError:
+        return None
+    return next(
+        (v for k, v in parse_qsl(qs, keep_blank_values=True) if k == "fbclid" and v.strip()), None
+    )
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_URL_PIECES), max_size=12).map("".join))
+@example("https://shop.example/?fb%63lid=IwAR1")
+@example("https://shop.example/?fbc\tlid=IwAR1")
+@example("https://shop.example/p?utm_source=x")
+def test_fbclid_from_url_is_the_stdlib_split(url: str) -> None:
+    """Exactly what urllib.parse finds, with and without the no-click-id fast path."""
+    assert fbclid_from_url(url) == _reference_fbclid(url)
