@@ -18,13 +18,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any, Final
 
-# Young-generation collections: the stages' process keeps a batch's records (thousands
-# of dicts) alive across many allocations, and each young collection traverses them.
-# Measured with gc.callbacks in the worker's main process over bench/e2e.py (100k
-# messages, 3 runs each): 50,000 -> 0.8-1.0 s of collection per run (of ~16 CPU s);
-# 400,000 -> 0.06-0.1 s. RSS at the end unchanged (232-282 vs 264-279 MiB). Reference
-# counting frees everything else; only cyclic garbage waits longer.
-GEN0_THRESHOLD = 400_000
+GEN0_THRESHOLD = 50_000
 # glibc serves allocations from this size up with their own mmap, returned on free
 MMAP_THRESHOLD: Final = 128 * 1024
 _M_MMAP_THRESHOLD: Final = -3  # mallopt's parameter number (malloc.h)
