@@ -47,7 +47,7 @@ integration: install chromium prometheus ## only the real-broker tests
 
 lint: install ## ruff + mypy
 	$(BIN)/ruff check streams agents tests bench
-	$(BIN)/ruff format --check streams agents
+	$(BIN)/ruff format --check streams agents bench
 	$(BIN)/mypy
 
 bench: install ## offline benchmarks (convstream process path, ingest stage, PII vs SDK, expiry sweep)

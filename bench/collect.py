@@ -336,8 +336,13 @@ async def main() -> None:
     try:
         task = asyncio.create_task(
             load(
-                s2.collect_port, pixel_request(f"o{run}"), total=None, duration=None,
-                concurrency=c, name="pixel, broker outage", until=done,
+                s2.collect_port,
+                pixel_request(f"o{run}"),
+                total=None,
+                duration=None,
+                concurrency=c,
+                name="pixel, broker outage",
+                until=done,
             )
         )
         await asyncio.sleep(4.0)
