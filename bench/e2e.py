@@ -129,10 +129,19 @@ def get(url: str) -> tuple[int, str]:
 
 def candidates_count(s: Settings, msgs: list[tuple[str, bytes]]) -> int:
     """Valid events the ingest stage hands to dedup (order does not matter here)."""
-    pipeline, result = Pipeline(s), Result()
+    return sum(len(ids) for ids in expected_ids(s, msgs))
+
+
+def expected_ids(s: Settings, msgs: list[tuple[str, bytes]]) -> list[list[bytes]]:
+    """The conversion ids each message becomes (the offline pipeline, before timing):
+    the harness then matches outputs by id, without decoding them."""
+    pipeline, out = Pipeline(s), Result()
+    ids: list[list[bytes]] = []
     for i, (source, value) in enumerate(msgs):
-        pipeline.process(source, value, Origin("raw", 0, i), time.time(), result)  # type: ignore[arg-type]
-    return len(result.conversions)
+        out.conversions.clear()
+        pipeline.process(source, value, Origin("raw", 0, i), time.time(), out)  # type: ignore[arg-type]
+        ids.append([c["conversion_id"].encode() for c in out.conversions])
+    return ids
 
 
 def produce(s: Settings, msgs: list[tuple[str, bytes]]) -> None:
@@ -289,18 +298,6 @@ def batch_rates(workers: list[Worker]) -> dict[str, tuple[float, float]]:
 
 TICK = 0.002  # the load generator sends what is due every 2 ms, a batch per partition
 _CID = b'{"conversion_id":"'  # how every conversion line starts (streams/records.py)
-
-
-def expected_ids(s: Settings, msgs: list[tuple[str, bytes]]) -> list[list[bytes]]:
-    """The conversion ids each message becomes (the offline pipeline, before timing):
-    the harness then matches outputs by id, without decoding them."""
-    pipeline, out = Pipeline(s), Result()
-    ids: list[list[bytes]] = []
-    for i, (source, value) in enumerate(msgs):
-        out.conversions.clear()
-        pipeline.process(source, value, Origin("raw", 0, i), time.time(), out)  # type: ignore[arg-type]
-        ids.append([c["conversion_id"].encode() for c in out.conversions])
-    return ids
 
 
 async def latency(
