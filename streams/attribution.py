@@ -102,9 +102,14 @@ _CACHED_URL_MAX: Final = 2048  # longer URLs are split every time (bounds the me
 
 def _split_query(url: str) -> Params:
     try:
-        return tuple((k, v) for k, v in query.pairs(query.url_query(url)) if v.strip())
+        found = query.pairs(query.url_query(url))
     except ValueError:
         return ()
+    kept: list[tuple[str, str]] = []
+    for k, v in found:
+        if v.strip():
+            kept.append((k, v))
+    return tuple(kept)
 
 
 # One conversion's URL is split up to three times (click evidence, routing, landing):

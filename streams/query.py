@@ -21,9 +21,6 @@ _HEX_BYTE: Final[dict[bytes, bytes]] = {
 _HEX_ASCII: Final[dict[str, str]] = {
     k.decode(): v.decode() for k, v in _HEX_BYTE.items() if v < b"\x80"
 }
-# characters for which urlsplit does more than cut the string (IPv6 hosts, removed
-# control characters); non-ASCII URLs also take the standard path (netloc checks)
-_URLSPLIT_SPECIAL: Final = frozenset("[]\t\r\n")
 
 
 def unquote(s: str) -> str:
@@ -117,6 +114,13 @@ def url_query(url: str) -> str:
     """``urlsplit(url).query`` (raises ValueError as it does). An ASCII URL without
     brackets or removed characters: the text after the first ``?`` before the first
     ``#`` (neither can occur in a scheme or a host)."""
-    if url.isascii() and _URLSPLIT_SPECIAL.isdisjoint(url):
+    if url.isascii() and not _urlsplit_special(url):
         return url.partition("#")[0].partition("?")[2]
     return urlsplit(url).query
+
+
+def _urlsplit_special(url: str) -> bool:
+    """True when ``url`` holds a character for which urlsplit does more than cut the
+    string: brackets (IPv6 hosts) or tab, CR, LF (removed). (Five substring searches:
+    ``frozenset.isdisjoint(url)`` looked every character up, 1.1 us for 90 of them.)"""
+    return "[" in url or "]" in url or "\t" in url or "\r" in url or "\n" in url

@@ -64,6 +64,8 @@ def _fast_query(url: str) -> str | type[ValueError]:
 @example("https://shop.example/p/1?fbclid=IwAR1&utm_campaign=c1#top?x=1")
 @example("https://[::1/?a=1")
 @example("https://sh\top.example/?a\n=1")
+@example("https://x/?a=1\r&b=2")
+@example("https://x]/?a=1")
 @example("  https://x/?q#f")
 @example("//host?x#y")
 @example("?a=1")
