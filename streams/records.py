@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
@@ -10,6 +9,7 @@ import orjson
 
 from streams.codes import Error
 from streams.model import Origin, RawEvent
+from streams.pii import sha256_hexdigest
 from streams.validate import Checked
 
 # Fields of a conversion that are convstream's own; removing them leaves a CAPI event.
@@ -37,7 +37,7 @@ def conversion_id(
         basis = f"{pixel_id}|{event_name}|{event_id}".encode()
     else:
         basis = orjson.dumps(capi, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(basis).hexdigest()
+    return sha256_hexdigest(basis)
 
 
 def _capi_extras(ev: dict[str, Any], out: dict[str, Any]) -> None:

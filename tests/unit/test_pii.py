@@ -25,6 +25,7 @@ from streams.pii import (
     is_sha256_hex,
     normalize,
     sha256_hex,
+    sha256_hexdigest,
 )
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -581,6 +582,13 @@ def test_result_is_frozen() -> None:
     r = hash_user_data({"fn": "Mary"})
     with pytest.raises(AttributeError):
         r.warnings = ("x",)  # type: ignore[misc]
+
+
+@given(st.lists(st.binary(max_size=200), max_size=20))
+def test_sha256_hexdigest_is_hashlib_call_after_call(values: list[bytes]) -> None:
+    """Each call hashes only its own bytes (the shared empty hash is copied, never fed)."""
+    hexdigests = [sha256_hexdigest(v) for v in values]
+    assert hexdigests == [hashlib.sha256(v).hexdigest() for v in values]
 
 
 def test_helpers() -> None:
