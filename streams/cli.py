@@ -346,7 +346,7 @@ def cmd_process(args: argparse.Namespace) -> int:
                 msg = f"cannot read --catalog file {args.catalog}: {e.strerror}"
                 raise SettingsError(msg) from None
             catalog, rejected = offline.load_catalog(s.topics.catalog, data, now, tally)
-        result = offline.process(s, offline.ordered(pixel, server), now=now, catalog=catalog)
+        result = offline.run(s, pixel, server, now=now, catalog=catalog)
         result.dead_letters[:0] = rejected  # the catalog is read first, as the worker does
         result.tally.update(tally)
         out = Path(args.out)

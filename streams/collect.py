@@ -345,8 +345,10 @@ def token_table(pairs: Iterable[tuple[str, str]]) -> dict[str, frozenset[str]]:
 
 def server_message(received_at: float, req: CapiRequest) -> bytes:
     """One ``events.server.raw`` value: the body plus ``received_at`` and ``pixel_id``
-    (the path's pixel id and the server clock win over any the client sent)."""
-    msg = dict(req.fields)
-    msg["received_at"] = received_at
-    msg["pixel_id"] = req.pixel_id
+    (the path's pixel id and the server clock win over any the client sent). They come
+    first, as in a pixel hit: ``convstream process`` reads a line's time from its start."""
+    msg: dict[str, Any] = {"received_at": received_at, "pixel_id": req.pixel_id}
+    for k, v in req.fields.items():
+        if k not in msg:
+            msg[k] = v
     return orjson.dumps(msg)

@@ -5,18 +5,26 @@ Messages are taken in order of ``received_at``: a stable sort of both files toge
 pixel file first on ties. A line that is not a valid message keeps its place (it sorts
 with the line before it in its file) and is dead-lettered there. Dead letters name the
 topic the file stands for, ``partition`` null and ``offset`` the 0-based line number.
+
+Each line is decoded once. For the order, ``read_lines`` reads ``received_at`` without
+decoding a line that starts with it and ends with ``}`` (``{"received_at":<number>,``:
+the raw messages ``convstream collect`` writes); ``process`` decodes every line and checks that
+time. A line whose full decoding gives another one (a repeated key: the last one counts)
+raises ``Misordered``, and ``run`` then orders both files again from fully decoded times.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from streams import records
+from streams.align import decoded_received_at
 from streams.align import received_at as _received_at
 from streams.attribution import Attributor, attribute
 from streams.catalog import Catalog
@@ -33,8 +41,8 @@ class Line:
     topic: str
     number: int  # 0-based line number in its file (the dead letter's "offset")
     value: bytes
-    # received_at of ``value`` when read_lines found one (None: none, or not looked at):
-    # the file is decoded once for ordering, not again for stream time
+    # received_at of ``value`` when read_lines found one (None: none, or not looked at);
+    # ``process`` checks it against the decoded line (``Misordered``)
     received_at: float | None = field(compare=False)
 
     def __init__(  # written, not generated: see streams/model.py
@@ -57,13 +65,38 @@ def _line_received_at(line: Line) -> float | None:
     return ra if ra is not None else _received_at(line.value)
 
 
-def read_lines(source: Source, topic: str, data: bytes) -> list[Line]:
-    """Every non-blank line of a JSONL file (blank lines are not messages)."""
+class Misordered(Exception):
+    """A line's ``received_at`` read for the order is not the one its decoding gives."""
+
+
+# a line that starts with its received_at, a JSON number (the grammar of RFC 8259)
+_LEADING_RECEIVED_AT: Final = re.compile(
+    rb'\{"received_at":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)[,}]'
+)
+
+
+def _read_received_at(raw: bytes, exact: bool) -> float | None:
+    if not exact and raw[-1:] == b"}":  # (a cut line is not read from its start)
+        m = _LEADING_RECEIVED_AT.match(raw)
+        if m is not None:
+            return float(m.group(1))  # checked when the line is decoded (``process``)
+    return _received_at(raw)
+
+
+def read_lines(source: Source, topic: str, data: bytes, exact: bool = False) -> list[Line]:
+    """Every non-blank line of a JSONL file (blank lines are not messages), with its
+    ``received_at``: read from the line's start when it is there (``exact``: always from
+    the decoded line)."""
     return [
-        Line(source, topic, n, raw, _received_at(raw))
+        Line(source, topic, n, raw, _read_received_at(raw, exact))
         for n, raw in enumerate(data.split(b"\n"))
         if raw.strip()
     ]
+
+
+def exact_lines(lines: list[Line]) -> list[Line]:
+    """``lines`` with each ``received_at`` taken from the decoded line."""
+    return [Line(ln.source, ln.topic, ln.number, ln.value, _received_at(ln.value)) for ln in lines]
 
 
 def ordered(pixel: list[Line], server: list[Line]) -> Iterator[Line]:
@@ -99,12 +132,29 @@ def load_catalog(
     return catalog, dead
 
 
+def run(
+    settings: Settings,
+    pixel: list[Line],
+    server: list[Line],
+    now: float,
+    catalog: Catalog | None = None,
+) -> Result:
+    """``process`` of both files in received_at order; when a line's time read for the
+    order was not its decoded one (``Misordered``), again from decoded times."""
+    try:
+        return process(settings, ordered(pixel, server), now, catalog)
+    except Misordered:
+        pixel, server = exact_lines(pixel), exact_lines(server)
+        return process(settings, ordered(pixel, server), now, catalog)
+
+
 def process(
     settings: Settings, lines: Iterable[Line], now: float, catalog: Catalog | None = None
 ) -> Result:
     """Run every line through the pipeline, then dedup; held (merge-window) conversions
     are released as stream time (received_at) passes their window, the rest at the end.
-    Then attribution over the conversions in the order they were emitted."""
+    Then attribution over the conversions in the order they were emitted. Raises
+    ``Misordered`` when a line's ``received_at`` is not the one its decoding gives."""
     pipeline = Pipeline(settings)
     stage = DedupStage(
         Deduper({}, {}, window=settings.dedup_window, merge_window=settings.merge_window)
@@ -117,8 +167,10 @@ def process(
     for line in lines:
         candidates.conversions.clear()
         origin = Origin(line.topic, None, line.number)
-        pipeline.process(line.source, line.value, origin, now, candidates)
-        ra = _line_received_at(line)
+        ra, decoded = decoded_received_at(line.value)
+        if line.received_at is not None and line.received_at != ra:
+            raise Misordered(f"line {line.number} of {line.topic}")
+        pipeline.process(line.source, line.value, origin, now, candidates, decoded)
         if ra is not None and ra > stream_time:
             stream_time = ra
             stage.release(stream_time, out.tally, out.conversions)

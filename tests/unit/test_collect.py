@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import collect as core
+from streams import offline
 from streams.settings import SettingsError, from_env, to_env
 
 PIXEL = "1234567890"
@@ -154,6 +155,9 @@ def test_capi_json_body_becomes_the_server_message() -> None:
         "received_at": 1795400000.5,
         "pixel_id": PIXEL,
     }
+    # the server's fields lead, so `convstream process` reads the time from the start
+    assert list(msg)[:2] == ["received_at", "pixel_id"]
+    assert offline.read_lines("server", "s", orjson.dumps(msg))[0].received_at == 1795400000.5
 
 
 def test_capi_sdk_form_body() -> None:
